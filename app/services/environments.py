@@ -1,0 +1,228 @@
+"""Environments: a map in metres and the cameras that look at it.
+
+An environment is a folder holding ``environment.json`` plus one video per camera (the dataset format of
+``shared/data/README.md`` is read as is), or a single ``*.json`` file whose relative video paths resolve
+against the file's folder. Homographies come either as a 3×3 matrix or as image↔map point pairs, which are
+solved with ``cv2.findHomography`` at load time; the reprojection error is logged so a bad calibration is
+visible at start-up rather than as people walking through walls.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+Matrix3 = npt.NDArray[np.float64]
+
+
+class EnvironmentError_(ValueError):
+    """An environment file that cannot be used; the message names the file and the field."""
+
+
+@dataclass(slots=True, frozen=True)
+class MapSpec:
+    """The metric map: map pixels ↔ metres is ``px = (m - origin_m) * pixels_per_meter``."""
+
+    width_px: int
+    height_px: int
+    pixels_per_meter: float
+    origin_m: tuple[float, float] = (0.0, 0.0)
+    image: Path | None = None
+
+    @property
+    def width_m(self) -> float:
+        return self.width_px / self.pixels_per_meter
+
+    @property
+    def height_m(self) -> float:
+        return self.height_px / self.pixels_per_meter
+
+    def map_px_to_metres(self) -> Matrix3:
+        """3×3 matrix taking map pixels to metres."""
+        s = 1.0 / self.pixels_per_meter
+        return np.array(
+            [[s, 0.0, self.origin_m[0]], [0.0, s, self.origin_m[1]], [0.0, 0.0, 1.0]], dtype=np.float64
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class CameraSpec:
+    id: str
+    name: str
+    video: Path
+    width: int
+    height: int
+    fps: float
+    image_to_map_px: Matrix3
+    """Image pixels → map pixels."""
+    reprojection_error_px: float | None = None
+    """Mean map-pixel error of the point pairs through the solved homography (None for a given matrix)."""
+
+
+@dataclass(slots=True)
+class EnvironmentSpec:
+    id: str
+    name: str
+    map: MapSpec
+    cameras: dict[str, CameraSpec]
+    overlaps: set[frozenset[str]] = field(default_factory=set)
+    source: Path | None = None
+    description: str = ""
+
+    def image_to_metres(self, camera_id: str) -> Matrix3:
+        """Image pixels of a camera → map metres."""
+        return self.map.map_px_to_metres() @ self.cameras[camera_id].image_to_map_px
+
+    def overlapping(self, a: str, b: str) -> bool:
+        return frozenset((a, b)) in self.overlaps
+
+
+def _require(d: dict[str, Any], key: str, where: str) -> Any:
+    if key not in d:
+        raise EnvironmentError_(f"{where}: missing field '{key}'")
+    return d[key]
+
+
+def _matrix(value: Any, where: str) -> Matrix3:
+    m = np.asarray(value, dtype=np.float64)
+    if m.shape != (3, 3) or not np.all(np.isfinite(m)):
+        raise EnvironmentError_(f"{where}: expected a finite 3×3 matrix")
+    if abs(np.linalg.det(m)) < 1e-12:
+        raise EnvironmentError_(f"{where}: homography is singular")
+    return m
+
+
+def solve_point_pairs(pairs: Any, where: str) -> tuple[Matrix3, float]:
+    """Solve image→map from ``[[[u, v], [x, y]], ...]`` and return it with the mean reprojection error."""
+    try:
+        arr = np.asarray(pairs, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise EnvironmentError_(f"{where}: point_pairs must be [[[u, v], [x, y]], ...]") from exc
+    if arr.ndim != 3 or arr.shape[1:] != (2, 2) or arr.shape[0] < 4:
+        raise EnvironmentError_(f"{where}: point_pairs needs at least 4 pairs of [[u, v], [x, y]]")
+    src, dst = arr[:, 0, :], arr[:, 1, :]
+    h, _ = cv2.findHomography(src, dst, 0)
+    if h is None:
+        raise EnvironmentError_(f"{where}: point_pairs are degenerate (collinear?)")
+    proj = cv2.perspectiveTransform(src.reshape(-1, 1, 2), h).reshape(-1, 2)
+    err = float(np.linalg.norm(proj - dst, axis=1).mean())
+    return h, err
+
+
+def _load_map(raw: dict[str, Any], base: Path, where: str) -> MapSpec:
+    m = _require(raw, "map", where)
+    ppm = float(m.get("pixels_per_meter", 1.0))
+    if ppm <= 0:
+        raise EnvironmentError_(f"{where}: map.pixels_per_meter must be > 0")
+    if "width_px" in m and "height_px" in m:
+        w, h = int(m["width_px"]), int(m["height_px"])
+    elif "width_m" in m and "height_m" in m:
+        w, h = round(float(m["width_m"]) * ppm), round(float(m["height_m"]) * ppm)
+    else:
+        raise EnvironmentError_(f"{where}: map needs width_px/height_px or width_m/height_m")
+    origin = m.get("origin_m", [0.0, 0.0])
+    image = base / m["image"] if m.get("image") else None
+    return MapSpec(w, h, ppm, (float(origin[0]), float(origin[1])), image)
+
+
+def _load_camera(c: dict[str, Any], base: Path, map_spec: MapSpec, where: str) -> CameraSpec:
+    cid = str(_require(c, "id", where))
+    cw = f"{where} camera '{cid}'"
+    video = Path(str(_require(c, "video", cw)))
+    if not video.is_absolute():
+        video = base / video
+    err: float | None = None
+    if c.get("point_pairs") and not c.get("image_to_map_homography"):
+        h, err = solve_point_pairs(c["point_pairs"], cw)
+    elif c.get("image_to_map_homography") is not None:
+        h = _matrix(c["image_to_map_homography"], f"{cw} image_to_map_homography")
+    elif c.get("image_to_world_homography_m") is not None:
+        to_m = _matrix(c["image_to_world_homography_m"], f"{cw} image_to_world_homography_m")
+        h = np.linalg.inv(map_spec.map_px_to_metres()) @ to_m
+    else:
+        raise EnvironmentError_(f"{cw}: needs image_to_map_homography or point_pairs")
+    if c.get("point_pairs") and err is None:
+        _, err = solve_point_pairs(c["point_pairs"], cw)
+    fps = float(c.get("fps", 0.0) or 0.0)
+    return CameraSpec(
+        id=cid,
+        name=str(c.get("name", cid)),
+        video=video,
+        width=int(c.get("width", 0) or 0),
+        height=int(c.get("height", 0) or 0),
+        fps=fps,
+        image_to_map_px=h,
+        reprojection_error_px=err,
+    )
+
+
+def load_environment(path: Path) -> EnvironmentSpec:
+    """Read an environment from a folder (``environment.json`` inside) or a ``.json`` file."""
+    path = Path(path)
+    file = path / "environment.json" if path.is_dir() else path
+    if not file.is_file():
+        raise EnvironmentError_(f"{path}: no environment file (expected a .json file or a folder with environment.json)")
+    try:
+        raw = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise EnvironmentError_(f"{file}: not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise EnvironmentError_(f"{file}: expected a JSON object")
+    where = str(file)
+    env_id = str(_require(raw, "id", where))
+    base = file.parent
+    map_spec = _load_map(raw, base, where)
+    cams_raw = _require(raw, "cameras", where)
+    if not isinstance(cams_raw, list) or not cams_raw:
+        raise EnvironmentError_(f"{where}: cameras must be a non-empty list")
+    cameras: dict[str, CameraSpec] = {}
+    for c in cams_raw:
+        cam = _load_camera(c, base, map_spec, where)
+        if cam.id in cameras:
+            raise EnvironmentError_(f"{where}: camera id '{cam.id}' appears twice")
+        cameras[cam.id] = cam
+        if cam.reprojection_error_px is not None:
+            log.info(
+                "environment %s camera %s: homography reprojection error %.3f map px (%.3f m)",
+                env_id,
+                cam.id,
+                cam.reprojection_error_px,
+                cam.reprojection_error_px / map_spec.pixels_per_meter,
+            )
+    overlaps: set[frozenset[str]] = set()
+    for pair in raw.get("overlaps", []) or []:
+        a, b = (str(x) for x in pair[:2])
+        if a not in cameras or b not in cameras:
+            raise EnvironmentError_(f"{where}: overlap [{a}, {b}] names an unknown camera")
+        overlaps.add(frozenset((a, b)))
+    return EnvironmentSpec(
+        id=env_id,
+        name=str(raw.get("name", env_id)),
+        map=map_spec,
+        cameras=cameras,
+        overlaps=overlaps,
+        source=file,
+        description=str(raw.get("description", "")),
+    )
+
+
+def discover_environments(directory: Path) -> list[Path]:
+    """Environment files and dataset folders directly inside ``directory``."""
+    if not directory.is_dir():
+        return []
+    found: list[Path] = []
+    for p in sorted(directory.iterdir()):
+        if p.is_dir() and (p / "environment.json").is_file():
+            found.append(p)
+        elif p.is_file() and p.suffix == ".json":
+            found.append(p)
+    return found
