@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SPOTON_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SPOTON_", env_file=".env", extra="ignore", env_ignore_empty=True)
 
     # --- service -------------------------------------------------------------------------------
     host: str = "127.0.0.1"

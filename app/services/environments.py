@@ -115,7 +115,7 @@ def solve_point_pairs(pairs: Any, where: str) -> tuple[Matrix3, float]:
         raise EnvironmentError_(f"{where}: point_pairs are degenerate (collinear?)")
     proj = cv2.perspectiveTransform(src.reshape(-1, 1, 2), h).reshape(-1, 2)
     err = float(np.linalg.norm(proj - dst, axis=1).mean())
-    return h, err
+    return np.asarray(h, np.float64), err
 
 
 def _load_map(raw: dict[str, Any], base: Path, where: str) -> MapSpec:
@@ -170,7 +170,7 @@ def load_environment(path: Path) -> EnvironmentSpec:
     path = Path(path)
     file = path / "environment.json" if path.is_dir() else path
     if not file.is_file():
-        raise EnvironmentError_(f"{path}: no environment file (expected a .json file or a folder with environment.json)")
+        raise EnvironmentError_(f"{path}: no environment file (a .json file, or a folder with environment.json)")
     try:
         raw = json.loads(file.read_text())
     except json.JSONDecodeError as exc:
@@ -221,8 +221,6 @@ def discover_environments(directory: Path) -> list[Path]:
         return []
     found: list[Path] = []
     for p in sorted(directory.iterdir()):
-        if p.is_dir() and (p / "environment.json").is_file():
-            found.append(p)
-        elif p.is_file() and p.suffix == ".json":
+        if (p.is_dir() and (p / "environment.json").is_file()) or (p.is_file() and p.suffix == ".json"):
             found.append(p)
     return found

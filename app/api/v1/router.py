@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.v1.endpoints import environments, processing_tasks
+
+api_router = APIRouter(prefix="/api/v1")
+api_router.include_router(processing_tasks.router)
+api_router.include_router(environments.router)

@@ -1,0 +1,52 @@
+"""FastAPI application: REST under /api/v1, the tracking WebSocket, and /health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from app.api.deps import AppContext
+from app.api.v1.endpoints import health
+from app.api.v1.router import api_router
+from app.api.websockets import router as ws_router
+from app.core.config import Settings, get_settings
+from app.core.lifecycle import Components
+from app.services.environment_catalog import EnvironmentCatalog
+from app.services.notifications import NotificationHub
+from app.services.task_manager import TaskManager
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        catalog = EnvironmentCatalog.from_paths(settings.environments_dir, settings.extra_environments)
+        components = Components(settings, catalog)
+        hub = NotificationHub(settings.publish_queue_size)
+        tasks = TaskManager(settings, catalog, components, hub)
+        app.state.ctx = AppContext(settings, catalog, components, hub, tasks)
+        loader = asyncio.create_task(components.load_in_background(), name="load-models")
+        try:
+            yield
+        finally:
+            await tasks.shutdown()
+            if not loader.done():
+                await asyncio.wait({loader}, timeout=30)
+
+    app = FastAPI(
+        title="SpotOn",
+        version="0.1.0",
+        description="Real-time multi-camera person tracking on a metric map.",
+        lifespan=lifespan,
+    )
+    app.include_router(api_router)
+    app.include_router(ws_router)
+    app.include_router(health.router)
+    return app

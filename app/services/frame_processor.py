@@ -1,0 +1,157 @@
+"""One global frame through the models: detect → embed → track → map → identify → encode.
+
+This is the whole data path of a frame, in order, in one place. It is synchronous and CPU/GPU-bound, so the
+orchestrator runs it in a worker thread; every model call takes all cameras of the global frame at once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.models.base import AppearanceEmbedder, Detections, ImageBGR, PersonDetector
+from app.services.frame_encoder import FrameEncoder
+from app.services.homography import HomographyService
+from app.services.reid import IdentityRegistry, Observation
+from app.services.tracking import CameraTracker
+from app.services.video_data_manager import GlobalFrame
+from app.utils.wire import FrameHeader, pack_frame
+
+MIN_CROP_PX = 8
+
+
+@dataclass(slots=True)
+class TrackOut:
+    track_id: int
+    global_id: int
+    bbox_xyxy: tuple[float, float, float, float]
+    confidence: float
+    map_coords: tuple[float, float] | None
+
+
+@dataclass(slots=True)
+class CameraResult:
+    camera_id: str
+    frame_index: int
+    timestamp_video_s: float
+    tracks: list[TrackOut]
+    frame_message: bytes
+    """Binary WebSocket message: header + JPEG."""
+
+
+@dataclass(slots=True)
+class FrameResult:
+    global_frame_index: int
+    timestamp_video_s: float
+    cameras: list[CameraResult]
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def persons(self) -> int:
+        return len({t.global_id for c in self.cameras for t in c.tracks})
+
+
+def crop_boxes(image: ImageBGR, boxes: np.ndarray) -> tuple[list[ImageBGR], list[int]]:
+    """Crops of the boxes (clipped to the image) and the indices of boxes big enough to describe."""
+    h, w = image.shape[:2]
+    crops: list[ImageBGR] = []
+    kept: list[int] = []
+    for i, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+        a, b = max(0, int(x1)), max(0, int(y1))
+        c, d = min(w, math.ceil(x2)), min(h, math.ceil(y2))
+        if c - a >= MIN_CROP_PX and d - b >= MIN_CROP_PX:
+            crops.append(image[b:d, a:c])
+            kept.append(i)
+    return crops, kept
+
+
+class FrameProcessor:
+    """Holds the per-task model state (trackers, identities) and processes global frames in order."""
+
+    def __init__(
+        self,
+        detector: PersonDetector,
+        embedder: AppearanceEmbedder,
+        trackers: dict[str, CameraTracker],
+        homography: HomographyService,
+        identities: IdentityRegistry,
+        encoder: FrameEncoder,
+        jpeg_quality: int,
+    ) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self.trackers = trackers
+        self.homography = homography
+        self.identities = identities
+        self.encoder = encoder
+        self.jpeg_quality = jpeg_quality
+
+    def process(self, gf: GlobalFrame) -> FrameResult:
+        ms: dict[str, float] = {}
+        cams = [c for c in self.trackers if c in gf.frames]
+        images = [gf.frames[c].image for c in cams]
+
+        t = time.perf_counter()
+        detections = self.detector.detect(images) if images else []
+        ms["detect"] = _lap(t)
+
+        t = time.perf_counter()
+        embeddings = self._embed(images, detections)
+        ms["embed"] = _lap(t)
+
+        t = time.perf_counter()
+        per_cam_tracks = []
+        observations: list[Observation] = []
+        for cid, image, det, emb in zip(cams, images, detections, embeddings, strict=True):
+            tracks = self.trackers[cid].update(image, det, emb)
+            boxes = np.array([tr.bbox_xyxy for tr in tracks], np.float64).reshape(-1, 4)
+            xy = self.homography.boxes_to_map(cid, boxes)
+            per_cam_tracks.append((cid, tracks, xy))
+            for tr, p in zip(tracks, xy, strict=True):
+                e = emb[tr.det_index] if 0 <= tr.det_index < len(emb) and np.any(emb[tr.det_index]) else None
+                pos = (float(p[0]), float(p[1])) if np.all(np.isfinite(p)) else None
+                observations.append(Observation(cid, tr.track_id, e, pos))
+        ms["track"] = _lap(t)
+
+        t = time.perf_counter()
+        gids = self.identities.assign(observations, gf.timestamp_s)
+        ms["reid"] = _lap(t)
+
+        t = time.perf_counter()
+        results: list[CameraResult] = []
+        k = 0
+        for (cid, tracks, _), image in zip(per_cam_tracks, images, strict=True):
+            outs = []
+            for tr in tracks:
+                o = observations[k]
+                outs.append(TrackOut(tr.track_id, gids[k], tr.bbox_xyxy, tr.confidence, o.map_xy))
+                k += 1
+            cf = gf.frames[cid]
+            jpeg = self.encoder.encode(image, self.jpeg_quality)
+            header = FrameHeader(cid, gf.index, cf.frame_index, cf.timestamp_s)
+            results.append(CameraResult(cid, cf.frame_index, cf.timestamp_s, outs, pack_frame(header, jpeg)))
+        ms["encode"] = _lap(t)
+        return FrameResult(gf.index, gf.timestamp_s, results, ms)
+
+    def _embed(self, images: list[ImageBGR], detections: list[Detections]) -> list[np.ndarray]:
+        """One embedder call for every crop of every camera; rows of zeros for boxes too small to crop."""
+        all_crops: list[ImageBGR] = []
+        slots: list[tuple[int, int]] = []
+        for ci, (image, det) in enumerate(zip(images, detections, strict=True)):
+            crops, kept = crop_boxes(image, det.boxes)
+            all_crops.extend(crops)
+            slots.extend((ci, j) for j in kept)
+        dim = self.embedder.dim
+        out = [np.zeros((len(d), dim), np.float32) for d in detections]
+        if all_crops:
+            vecs = self.embedder.embed(all_crops)
+            for (ci, j), v in zip(slots, vecs, strict=True):
+                out[ci][j] = v
+        return out
+
+
+def _lap(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0

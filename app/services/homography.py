@@ -1,0 +1,47 @@
+"""Image pixels → map metres for each camera of an environment.
+
+A person stands where their feet touch the ground, so the point projected is the bottom-centre of the
+box; the homography is a ground-plane mapping and is only valid for points on the ground.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from app.services.environments import EnvironmentSpec
+
+Points = npt.NDArray[np.float64]
+
+
+def apply_homography(h: npt.NDArray[np.float64], points: npt.ArrayLike) -> Points:
+    """Apply a 3×3 homography to N×2 points. Points at or behind the horizon come back as NaN."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if pts.shape[0] == 0:
+        return np.zeros((0, 2), np.float64)
+    homog = np.hstack([pts, np.ones((pts.shape[0], 1))]) @ h.T
+    w = homog[:, 2:3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = homog[:, :2] / w
+    out[(w[:, 0] <= 1e-12)] = np.nan
+    return out
+
+
+def foot_points(boxes_xyxy: npt.ArrayLike) -> Points:
+    b = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    return np.stack([(b[:, 0] + b[:, 2]) / 2.0, b[:, 3]], axis=1)
+
+
+class HomographyService:
+    """Projects boxes of each camera of one environment onto the map, in metres."""
+
+    def __init__(self, environment: EnvironmentSpec) -> None:
+        self._to_m = {cid: environment.image_to_metres(cid) for cid in environment.cameras}
+
+    @property
+    def camera_ids(self) -> list[str]:
+        return list(self._to_m)
+
+    def boxes_to_map(self, camera_id: str, boxes_xyxy: npt.ArrayLike) -> Points:
+        """N×2 map positions (metres) of the boxes' foot points; NaN where the point is off the ground."""
+        return apply_homography(self._to_m[camera_id], foot_points(boxes_xyxy))

@@ -1,0 +1,67 @@
+"""The state of one processing task, as the API reports it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "QUEUED"
+    INITIALIZING = "INITIALIZING"
+    DOWNLOADING = "DOWNLOADING"
+    EXTRACTING = "EXTRACTING"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.STOPPED)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class TaskStats:
+    frames_processed: int = 0
+    """Global frames that went through the models."""
+    frames_skipped: int = 0
+    """Global frames dropped to stay real-time."""
+    camera_frames: dict[str, int] = field(default_factory=dict)
+    fps_total: float = 0.0
+    fps_per_camera: dict[str, float] = field(default_factory=dict)
+    persons_now: int = 0
+    global_ids_total: int = 0
+    latency_ms_p50: float | None = None
+    latency_ms_p95: float | None = None
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TaskState:
+    task_id: str
+    environment_id: str
+    camera_ids: list[str]
+    status: TaskStatus = TaskStatus.QUEUED
+    progress: float = 0.0
+    current_step: str = "queued"
+    details: str = ""
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+    stats: TaskStats = field(default_factory=TaskStats)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def set(self, status: TaskStatus | None = None, step: str | None = None, details: str | None = None) -> None:
+        if status is not None:
+            self.status = status
+        if step is not None:
+            self.current_step = step
+        if details is not None:
+            self.details = details
+        self.updated_at = utcnow()

@@ -1,0 +1,102 @@
+"""Creates, runs, stops and lists processing tasks; at most ``max_concurrent_tasks`` run at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+from app.core.config import Settings
+from app.core.lifecycle import Components
+from app.services.environment_catalog import EnvironmentCatalog
+from app.services.notifications import NotificationHub
+from app.services.pipeline_orchestrator import PipelineOrchestrator
+from app.services.processing_task import TaskState, TaskStatus
+
+log = logging.getLogger(__name__)
+
+
+class UnknownEnvironmentError(KeyError):
+    pass
+
+
+class UnknownCameraError(ValueError):
+    pass
+
+
+class UnknownTaskError(KeyError):
+    pass
+
+
+class TaskManager:
+    def __init__(
+        self, settings: Settings, catalog: EnvironmentCatalog, components: Components, hub: NotificationHub
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.components = components
+        self.hub = hub
+        self._tasks: dict[str, TaskState] = {}
+        self._runners: dict[str, PipelineOrchestrator] = {}
+        self._handles: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(max(1, settings.max_concurrent_tasks))
+
+    def start(self, environment_id: str, camera_ids: list[str] | None = None) -> TaskState:
+        env = self.catalog.get(environment_id)
+        if env is None:
+            raise UnknownEnvironmentError(environment_id)
+        cams = list(camera_ids) if camera_ids else list(env.cameras)
+        unknown = [c for c in cams if c not in env.cameras]
+        if unknown:
+            raise UnknownCameraError(f"environment '{environment_id}' has no camera(s) {', '.join(unknown)}")
+        if len(set(cams)) != len(cams):
+            raise UnknownCameraError("camera_ids has duplicates")
+        task = TaskState(task_id=uuid.uuid4().hex, environment_id=env.id, camera_ids=cams)
+        self.hub.open_task(task.task_id)
+        runner = PipelineOrchestrator(task, env, self.components, self.hub, self.settings)
+        self._tasks[task.task_id] = task
+        self._runners[task.task_id] = runner
+        self._handles[task.task_id] = asyncio.create_task(self._run(runner), name=f"task-{task.task_id}")
+        log.info("task %s started on %s cameras %s", task.task_id, env.id, cams)
+        return task
+
+    async def _run(self, runner: PipelineOrchestrator) -> None:
+        async with self._slots:
+            if runner.stop_requested.is_set():
+                runner.task.set(TaskStatus.STOPPED, "stopped", "stopped before it started")
+                self.hub.close_task(runner.task.task_id)
+                return
+            await runner.run()
+
+    def get(self, task_id: str) -> TaskState:
+        try:
+            return self._tasks[task_id]
+        except KeyError:
+            raise UnknownTaskError(task_id) from None
+
+    def runner(self, task_id: str) -> PipelineOrchestrator:
+        self.get(task_id)
+        return self._runners[task_id]
+
+    def list(self) -> list[TaskState]:
+        return sorted(self._tasks.values(), key=lambda t: t.created_at, reverse=True)
+
+    def stop(self, task_id: str) -> TaskState:
+        task = self.get(task_id)
+        if not task.status.finished:
+            self._runners[task_id].stop_requested.set()
+            task.set(step="stopping")
+        return task
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        for tid in list(self._tasks):
+            self.stop(tid)
+        handles = [h for h in self._handles.values() if not h.done()]
+        if handles:
+            _, pending = await asyncio.wait(handles, timeout=timeout)
+            for h in pending:
+                h.cancel()
+            for h in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await h
