@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     detector_score_threshold: float = 0.35
     detector_nms_iou: float = 0.5
     nanodet_model_path: Path | None = None
-    """ONNX file of NanoDet-m; default: the one shipped in ``app/assets``."""
+    """ONNX file of NanoDet (v0.x nanodet-g tensors); default: the one shipped in ``app/assets``."""
     nanodet_tiles: Literal["auto", "1", "2"] = "auto"
     """``auto``: two overlapping tiles when the frame is wider than 4:3, else one."""
     nanodet_tile_overlap: float = 0.2

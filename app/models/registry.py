@@ -7,7 +7,7 @@ from app.models.base import AppearanceEmbedder, PersonDetector
 
 
 def build_detector(settings: Settings) -> PersonDetector:
-    """``auto`` and ``nanodet`` give NanoDet-m on the CPU (the only strategy that needs no download)."""
+    """``auto`` and ``nanodet`` give NanoDet on the CPU (the only strategy that needs no download)."""
     from app.models.nanodet import NanoDetDetector
 
     return NanoDetDetector.from_settings(settings)

@@ -1,0 +1,248 @@
+"""NanoDet person detector on the CPU with onnxruntime (the default detection strategy).
+
+The ONNX file (``app/assets/nanodet.onnx``, made by ``scripts/convert_nanodet.py``) takes a batch of
+416×416 BGR, mean/std-normalised NCHW tiles and returns, per stride 8/16/32, sigmoid class scores and GFL box
+distributions. Frames wider than about 4:3 are cut into two overlapping near-square tiles, because squeezing
+a 16:9 frame into 416×416 leaves distant people only a few pixels wide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, cast
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from app.models.base import Detections, FloatArray, ImageBGR, ModelInfo
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
+
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / "assets" / "nanodet.onnx"
+INPUT_SIZE = 416
+STRIDES = (8, 16, 32)
+REG_MAX = 10
+PERSON = 0
+MEAN_BGR = np.array([103.53, 116.28, 123.675], np.float32)
+STD_BGR = np.array([57.375, 57.12, 58.395], np.float32)
+TWO_TILE_ASPECT = 1.4
+"""Width/height above which ``tiles="auto"`` uses two tiles (4:3 = 1.33 stays one tile, 16:9 = 1.78 two)."""
+MAX_BATCH = 16
+"""Tiles per onnxruntime call: bounds activation memory when many cameras arrive at once."""
+
+TileMode = Literal["auto", "1", "2"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Tile:
+    """Where a network input came from: image index, crop origin, and crop→input scale."""
+
+    image: int
+    x0: int
+    x1: int
+    y0: int
+    y1: int
+    scale: float
+    keep_x0: float
+    """Keep only boxes whose centre lies in ``[keep_x0, keep_x1)``: each tile owns half the overlap."""
+    keep_x1: float
+
+
+def _centers() -> list[FloatArray]:
+    """Anchor points per stride, row-major like the model's cells: NanoDet v0.x uses cell centres."""
+    out = []
+    for s in STRIDES:
+        g = INPUT_SIZE // s
+        ys, xs = np.mgrid[0:g, 0:g].astype(np.float32)
+        out.append(np.stack([(xs.ravel() + 0.5) * s, (ys.ravel() + 0.5) * s], axis=1))
+    return out
+
+
+def nms(boxes: FloatArray, scores: FloatArray, iou: float) -> npt.NDArray[np.intp]:
+    """Greedy non-maximum suppression; returns kept indices, best first."""
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes.T
+    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
+        h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
+        inter = w * h
+        overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[overlap <= iou]
+    return np.asarray(keep, np.intp)
+
+
+class NanoDetDetector:
+    """NanoDet (COCO, 416×416) keeping only the *person* class; implements ``PersonDetector``."""
+
+    info: ModelInfo
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        score_threshold: float = 0.35,
+        nms_iou: float = 0.5,
+        tiles: TileMode = "auto",
+        tile_overlap: float = 0.2,
+        threads: int = 0,
+    ) -> None:
+        path = Path(model_path) if model_path is not None else DEFAULT_MODEL_PATH
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"NanoDet ONNX model not found at {path}. Set SPOTON_NANODET_MODEL_PATH to the file, or "
+                f"recreate the shipped one with `python scripts/convert_nanodet.py`."
+            )
+        if tiles not in ("auto", "1", "2"):
+            raise ValueError(f"tiles must be 'auto', '1' or '2', not {tiles!r}")
+        if not 0.0 <= tile_overlap < 1.0:
+            raise ValueError(f"tile_overlap must be in [0, 1), not {tile_overlap}")
+        self.model_path = path
+        self.score_threshold = float(score_threshold)
+        self.nms_iou = float(nms_iou)
+        self.tiles: TileMode = tiles
+        self.tile_overlap = float(tile_overlap)
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.inter_op_num_threads = 1
+        if threads > 0:
+            opts.intra_op_num_threads = threads
+        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        batch_dim = self._session.get_inputs()[0].shape[0]
+        self._dynamic_batch = not isinstance(batch_dim, int)
+        self._outputs = [f"cls_s{s}" for s in STRIDES] + [f"dist_s{s}" for s in STRIDES]
+        missing = set(self._outputs) - {o.name for o in self._session.get_outputs()}
+        if missing:
+            raise ValueError(f"{path} lacks outputs {sorted(missing)}; convert it with scripts/convert_nanodet.py")
+        self._centers = _centers()
+        self._bins = np.arange(REG_MAX + 1, dtype=np.float32)
+        # what a padded (black) pixel becomes after normalisation
+        self._pad_value = ((0.0 - MEAN_BGR) / STD_BGR).reshape(3, 1, 1)
+        self.info = ModelInfo(name="nanodet-g", device="cpu", precision="fp32")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> NanoDetDetector:
+        return cls(
+            model_path=settings.nanodet_model_path,
+            score_threshold=settings.detector_score_threshold,
+            nms_iou=settings.detector_nms_iou,
+            tiles=settings.nanodet_tiles,
+            tile_overlap=settings.nanodet_tile_overlap,
+            threads=settings.onnx_threads,
+        )
+
+    # -- public -------------------------------------------------------------------------------------
+    def warmup(self) -> None:
+        """One inference so that the first real frame does not pay for onnxruntime's lazy set-up."""
+        self._run(np.zeros((1, 3, INPUT_SIZE, INPUT_SIZE), np.float32))
+
+    def detect(self, images: list[ImageBGR]) -> list[Detections]:
+        if not images:
+            return []
+        images = [self._as_bgr(im) for im in images]
+        tiles = [t for i, im in enumerate(images) for t in self._tiles_of(i, im)]
+        batch = np.empty((len(tiles), 3, INPUT_SIZE, INPUT_SIZE), np.float32)
+        for k, t in enumerate(tiles):
+            self._preprocess(images[t.image], t, batch[k])
+        step = MAX_BATCH if self._dynamic_batch else 1
+        outputs = [self._run(batch[i : i + step]) for i in range(0, len(tiles), step)]
+        merged = [np.concatenate(parts, axis=0) for parts in zip(*outputs, strict=True)]
+
+        per_image: list[list[tuple[FloatArray, FloatArray]]] = [[] for _ in images]
+        for k, t in enumerate(tiles):
+            boxes, scores = self._decode([m[k] for m in merged], t)
+            per_image[t.image].append((boxes, scores))
+
+        results = []
+        for im, parts in zip(images, per_image, strict=True):
+            boxes = np.concatenate([p[0] for p in parts], axis=0)
+            scores = np.concatenate([p[1] for p in parts], axis=0)
+            if len(boxes):
+                keep = nms(boxes, scores, self.nms_iou)
+                boxes, scores = boxes[keep], scores[keep]
+                h, w = im.shape[:2]
+                np.clip(boxes[:, 0::2], 0, w, out=boxes[:, 0::2])
+                np.clip(boxes[:, 1::2], 0, h, out=boxes[:, 1::2])
+                visible = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+                boxes, scores = boxes[visible], scores[visible]
+            results.append(Detections(boxes.astype(np.float32), scores.astype(np.float32)))
+        return results
+
+    # -- internals ----------------------------------------------------------------------------------
+    @staticmethod
+    def _as_bgr(im: ImageBGR) -> ImageBGR:
+        if im.ndim == 2:
+            return cast(ImageBGR, cv2.cvtColor(im, cv2.COLOR_GRAY2BGR))
+        if im.shape[2] == 4:
+            return cast(ImageBGR, cv2.cvtColor(im, cv2.COLOR_BGRA2BGR))
+        return im
+
+    def _tile_count(self, w: int, h: int) -> int:
+        if self.tiles == "auto":
+            return 2 if w > TWO_TILE_ASPECT * h else 1
+        return int(self.tiles)
+
+    def _tiles_of(self, index: int, im: ImageBGR) -> list[_Tile]:
+        """One full-frame tile, or a left and a right tile sharing ``tile_overlap`` of their width."""
+        h, w = im.shape[:2]
+        if self._tile_count(w, h) == 1:
+            return [_Tile(index, 0, w, 0, h, min(INPUT_SIZE / w, INPUT_SIZE / h), -np.inf, np.inf)]
+        tw = min(w, round(w / (2.0 - self.tile_overlap)))
+        scale = min(INPUT_SIZE / tw, INPUT_SIZE / h)
+        mid = w / 2.0
+        return [
+            _Tile(index, 0, tw, 0, h, scale, -np.inf, mid),
+            _Tile(index, w - tw, w, 0, h, scale, mid, np.inf),
+        ]
+
+    def _preprocess(self, im: ImageBGR, t: _Tile, out: FloatArray) -> None:
+        """Letterbox the crop into the top-left of a 416×416 input (keeps aspect ratio), normalise, CHW."""
+        crop = im[t.y0 : t.y1, t.x0 : t.x1]
+        rw = min(INPUT_SIZE, round((t.x1 - t.x0) * t.scale))
+        rh = min(INPUT_SIZE, round((t.y1 - t.y0) * t.scale))
+        resized = cv2.resize(crop, (rw, rh), interpolation=cv2.INTER_LINEAR if t.scale > 1 else cv2.INTER_AREA)
+        out[:] = self._pad_value
+        norm = (resized.astype(np.float32) - MEAN_BGR) / STD_BGR
+        out[:, :rh, :rw] = norm.transpose(2, 0, 1)
+
+    def _run(self, batch: FloatArray) -> list[FloatArray]:
+        if self._dynamic_batch or len(batch) == 1:
+            return list(self._session.run(self._outputs, {self._input: batch}))
+        parts = [self._session.run(self._outputs, {self._input: batch[i : i + 1]}) for i in range(len(batch))]
+        return [np.concatenate(p, axis=0) for p in zip(*parts, strict=True)]
+
+    def _decode(self, outs: list[FloatArray], t: _Tile) -> tuple[FloatArray, FloatArray]:
+        """GFL decode of the person class: softmax over 11 bins → expected distance × stride per side."""
+        n = len(STRIDES)
+        boxes_all, scores_all = [], []
+        for level, stride in enumerate(STRIDES):
+            scores = outs[level][:, PERSON]
+            idx = np.flatnonzero(scores > self.score_threshold)
+            if idx.size == 0:
+                continue
+            logits = outs[n + level][idx].reshape(-1, 4, REG_MAX + 1)
+            logits = logits - logits.max(axis=2, keepdims=True)
+            prob = np.exp(logits)
+            dist = (prob @ self._bins) / prob.sum(axis=2) * stride
+            c = self._centers[level][idx]
+            boxes_all.append(np.concatenate([c - dist[:, :2], c + dist[:, 2:]], axis=1))
+            scores_all.append(scores[idx])
+        if not boxes_all:
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        boxes = np.concatenate(boxes_all, axis=0)
+        scores = np.concatenate(scores_all, axis=0)
+        # input pixels → crop pixels → image pixels
+        boxes = boxes / t.scale + np.array([t.x0, t.y0, t.x0, t.y0], np.float32)
+        cx = (boxes[:, 0] + boxes[:, 2]) / 2
+        owned = (cx >= t.keep_x0) & (cx < t.keep_x1)
+        return boxes[owned].astype(np.float32), scores[owned].astype(np.float32)
