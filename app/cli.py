@@ -56,12 +56,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_demo(settings: Settings, force: bool = False) -> Path:
+def build_demo(settings: Settings, force: bool = False, max_frames: int | None = None) -> Path:
     from app.demo.build_demo import build_demo_environment
     from app.demo.video_source import obtain_demo_video
 
     video = obtain_demo_video(settings)
-    return build_demo_environment(video, settings.data_dir / "demo" / "environment", force=force)
+    out = settings.data_dir / "demo" / "environment"
+    return build_demo_environment(video, out, force=force, max_frames=max_frames)
 
 
 def cmd_build_demo(args: argparse.Namespace) -> int:
@@ -154,7 +155,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
     t0 = time.monotonic()
-    env_dir = build_demo(settings, force=args.rebuild)
+    env_dir = build_demo(settings, force=args.rebuild, max_frames=args.max_frames)
     print(f"demo environment ready in {time.monotonic() - t0:.1f}s: {env_dir}", flush=True)
     host = args.host or settings.host
     port = args.port or settings.port
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--port", type=int)
     d.add_argument("--rebuild", action="store_true", help="rebuild the demo environment")
     d.add_argument("--stay", action="store_true", help="keep serving after the task ends (Ctrl-C stops)")
+    d.add_argument("--max-frames", type=int, help="use only the first N frames of the video (a quick look)")
     d.set_defaults(fn=cmd_demo)
 
     b = sub.add_parser("build-demo", help="only build the demo environment and print its folder")

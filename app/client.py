@@ -36,7 +36,7 @@ class WatchSummary:
         fps_txt = " ".join(f"{c}:{v:.1f}" for c, v in sorted(fps.items())) or "-"
         lat = (st.get("latency_ms") or {}).get("p50") if st else None
         return (
-            f"[{st.get('status', '?')}] frames processed {st.get('frames_processed', 0)}"
+            f"[{st.get('status', 'waiting for status')}] frames processed {st.get('frames_processed', 0)}"
             f" (skipped {st.get('frames_skipped', 0)}) | fps/camera {fps_txt}"
             f" | persons now {self.persons_now} | global ids so far {len(self.global_ids)}"
             f" | latency p50 {lat if lat is not None else '-'} ms"
@@ -87,8 +87,8 @@ async def watch(
                     break
         except websockets.ConnectionClosed:
             pass
-        summary.close_code = ws.close_code
-        summary.close_reason = ws.close_reason or ""
+    summary.close_code = ws.close_code
+    summary.close_reason = ws.close_reason or ""
     if on_tick is not None:
         on_tick(summary)
     return summary

@@ -28,7 +28,9 @@ def make_clip(dst: Path, n: int) -> Path:
     env = json.loads((src / "environment.json").read_text())
     for cam in env["cameras"]:
         cap = cv2.VideoCapture(str(src / cam["video"]))
-        out = cv2.VideoWriter(str(dst / cam["video"]), cv2.VideoWriter_fourcc(*"mp4v"), cam["fps"], (cam["width"], cam["height"]))
+        out = cv2.VideoWriter(
+            str(dst / cam["video"]), cv2.VideoWriter_fourcc(*"mp4v"), cam["fps"], (cam["width"], cam["height"])
+        )
         for _ in range(n):
             ok, img = cap.read()
             assert ok
@@ -86,7 +88,7 @@ def test_four_camera_task_streams_frames_and_tracks_that_match_ground_truth(tmp_
     # binary JPEG frames for all four cameras, decodable, the camera's size
     cams = {h.camera_id for h, _ in frames}
     assert cams == {"c1", "c2", "c3", "c4"}
-    for h, jpeg in frames[:: max(1, len(frames) // 12)]:
+    for _h, jpeg in frames[:: max(1, len(frames) // 12)]:
         img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
         assert img is not None and img.shape == (480, 640, 3)
 

@@ -24,7 +24,9 @@ def test_reads_dataset_format_with_exact_homographies() -> None:
     raw = json.loads((shared("multiview-dev") / "environment.json").read_text())["cameras"][0]
     h_world = np.array(raw["image_to_world_homography_m"])
     pts = np.array([[100.0, 400.0], [320.0, 240.0], [600.0, 300.0]])
-    np.testing.assert_allclose(apply_homography(env.image_to_metres("c1"), pts), apply_homography(h_world, pts), atol=1e-6)
+    np.testing.assert_allclose(
+        apply_homography(env.image_to_metres("c1"), pts), apply_homography(h_world, pts), atol=1e-6
+    )
     assert cam.reprojection_error_px is not None and cam.reprojection_error_px < 1e-2
 
 
