@@ -13,6 +13,7 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -42,6 +43,19 @@ class GlobalFrame:
     index: int
     timestamp_s: float
     frames: dict[str, CameraFrame]
+
+
+class FrameSource(Protocol):
+    """Frames of one camera, in order. Implementations: a local file; S3 sub-videos (cached)."""
+
+    camera: CameraSpec
+    fps: float
+    frame_count: int
+    """Total frames when known, else 0."""
+
+    def read(self) -> CameraFrame | None: ...
+
+    def close(self) -> None: ...
 
 
 class LocalVideoSource:
@@ -76,8 +90,8 @@ class LocalVideoSource:
 class VideoDataManagerService:
     """Opens the video sources of a task's cameras (local files; more sources plug in here)."""
 
-    def open(self, cameras: list[CameraSpec]) -> list[LocalVideoSource]:
-        sources: list[LocalVideoSource] = []
+    def open(self, cameras: list[CameraSpec]) -> list[FrameSource]:
+        sources: list[FrameSource] = []
         try:
             for cam in cameras:
                 sources.append(LocalVideoSource(cam))
@@ -98,7 +112,7 @@ class SynchronizedReader:
     the reader waits instead of piling up decoded frames.
     """
 
-    def __init__(self, sources: list[LocalVideoSource], read_ahead: int = 4) -> None:
+    def __init__(self, sources: list[FrameSource], read_ahead: int = 4) -> None:
         if not sources:
             raise ValueError("no cameras to read")
         self._sources = sources
