@@ -18,6 +18,7 @@ from app.core.lifecycle import Components
 from app.services.environment_catalog import EnvironmentCatalog
 from app.services.notifications import NotificationHub
 from app.services.task_manager import TaskManager
+from app.utils.loop_monitor import LoopLagMonitor
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog = EnvironmentCatalog.from_paths(settings.environments_dir, settings.extra_environments)
         components = Components(settings, catalog)
         hub = NotificationHub(settings.publish_queue_size)
-        tasks = TaskManager(settings, catalog, components, hub)
-        app.state.ctx = AppContext(settings, catalog, components, hub, tasks)
+        loop_monitor = LoopLagMonitor()
+        loop_monitor.start()
+        tasks = TaskManager(settings, catalog, components, hub, loop_monitor)
+        app.state.ctx = AppContext(settings, catalog, components, hub, tasks, loop_monitor)
         loader = asyncio.create_task(components.load_in_background(), name="load-models")
         try:
             yield
         finally:
             await tasks.shutdown()
+            await loop_monitor.stop()
             if not loader.done():
                 await asyncio.wait({loader}, timeout=30)
 

@@ -11,6 +11,7 @@ from app.core.lifecycle import Components
 from app.services.environment_catalog import EnvironmentCatalog
 from app.services.notifications import NotificationHub
 from app.services.task_manager import TaskManager
+from app.utils.loop_monitor import LoopLagMonitor
 
 
 @dataclass
@@ -20,6 +21,7 @@ class AppContext:
     components: Components
     hub: NotificationHub
     tasks: TaskManager
+    loop_monitor: LoopLagMonitor
 
 
 def get_context(conn: HTTPConnection) -> AppContext:

@@ -1,9 +1,9 @@
 """``/ws/tracking/{task_id}``: a task's frames (binary) and tracking/status messages (JSON text).
 
 Message order per global frame: one binary frame message per camera (see ``app.utils.wire``), then the
-``tracking_update`` JSON, then ``frame_sync``. ``status_update`` arrives about once a second. When the task
-ends the server sends a final ``status_update`` and closes with code 1000. An unknown task is closed with
-code 4404. See docs/protocol.md.
+``tracking_update`` JSON, then ``frame_sync``; ``status_update`` about once a second. Each client has its own
+outbox (``app.services.notifications``), so a slow client never slows the pipeline or other clients. Close
+codes are listed in docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -11,18 +11,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from app.api.deps import get_context
-from app.services.notifications import Subscriber
+from app.api.deps import AppContext, get_context
+from app.services.notifications import ClientOutbox
 from app.services.task_manager import UnknownTaskError
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-CLOSE_UNKNOWN_TASK = 4404
 CLOSE_TASK_ENDED = 1000
+CLOSE_UNKNOWN_TASK = 4404
+CLOSE_SEND_TIMEOUT = 4408
+CLOSE_TOO_SLOW = 4429
+
+
+class _ClientTooSlow(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
 
 
 @router.websocket("/ws/tracking/{task_id}")
@@ -34,33 +44,53 @@ async def tracking_ws(websocket: WebSocket, task_id: str) -> None:
     except UnknownTaskError:
         await websocket.close(code=CLOSE_UNKNOWN_TASK, reason=f"processing task '{task_id}' not found")
         return
-    sub = ctx.hub.subscribe(task_id)
-    sender = asyncio.create_task(_send(websocket, sub))
+    box = ctx.hub.subscribe(task_id)
+    sender = asyncio.create_task(_send(websocket, box, ctx, task_id))
     receiver = asyncio.create_task(_drain(websocket))
     try:
         done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        ctx.hub.unsubscribe(task_id, sub)
+        ctx.hub.unsubscribe(task_id, box)
         for t in (sender, receiver):
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
                 await t
-    if sender in done and sender.exception() is None:
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            await websocket.close(code=CLOSE_TASK_ENDED, reason="task finished")
+    if sender not in done:
+        return  # the client went away
+    exc = sender.exception()
+    code, reason = CLOSE_TASK_ENDED, "task finished"
+    if isinstance(exc, _ClientTooSlow):
+        code, reason = exc.code, exc.reason
+        log.info("task %s: closing a WebSocket client: %s", task_id, reason)
+    elif exc is not None:
+        return
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(websocket.close(code=code, reason=reason), timeout=2.0)
 
 
-async def _send(websocket: WebSocket, sub: Subscriber) -> None:
+async def _send(websocket: WebSocket, box: ClientOutbox, ctx: AppContext, task_id: str) -> None:
+    s = ctx.settings
     while True:
-        msg = await sub.queue.get()
+        if box.behind_since is not None and time.monotonic() - box.behind_since > s.ws_slow_client_close_s:
+            raise _ClientTooSlow(CLOSE_TOO_SLOW, f"client stayed behind for more than {s.ws_slow_client_close_s:g} s")
+        try:
+            msg = await asyncio.wait_for(box.get(), timeout=1.0)
+        except TimeoutError:
+            continue
         if msg.kind == "close":
             return
-        if msg.kind == "bytes":
-            assert isinstance(msg.data, bytes)
-            await websocket.send_bytes(msg.data)
-        else:
-            assert isinstance(msg.data, str)
-            await websocket.send_text(msg.data)
+        try:
+            if msg.kind == "bytes":
+                assert isinstance(msg.data, bytes)
+                await asyncio.wait_for(websocket.send_bytes(msg.data), timeout=s.ws_send_timeout_s)
+                ctx.hub.record_send(task_id, msg)
+            else:
+                assert isinstance(msg.data, str)
+                await asyncio.wait_for(websocket.send_text(msg.data), timeout=s.ws_send_timeout_s)
+        except TimeoutError:
+            raise _ClientTooSlow(
+                CLOSE_SEND_TIMEOUT, f"a send did not complete within {s.ws_send_timeout_s:g} s"
+            ) from None
 
 
 async def _drain(websocket: WebSocket) -> None:

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,12 +60,33 @@ class Settings(BaseSettings):
 
     # --- pipeline ------------------------------------------------------------------------------
     max_concurrent_tasks: int = 2
-    jpeg_quality: int = 80
-    publish_queue_size: int = 8
-    """Per-client bounded send queue (messages)."""
     playback_speed: float = 1.0
-    """1.0 plays recorded video at its own rate as if live; 0 processes as fast as possible."""
+    """1.0 plays recorded video at its own rate as if live, 2.0 twice as fast; ``max`` (or 0) processes every
+    frame as fast as possible (offline runs)."""
+    read_ahead_frames: int = 4
+    """Decoded global frames waiting for the models, at most (bounds latency and memory)."""
+    encode_workers: int = 2
+    """Threads encoding JPEGs while the models work on the next frame."""
+    jpeg_quality: int = 80
+    """Starting JPEG quality; adapts between the bounds below to pipeline load."""
+    jpeg_quality_min: int = 50
+    jpeg_quality_max: int = 85
+    jpeg_low_scale: float = 0.5
+    """Clients that cannot keep up get frames downscaled by this factor at ``jpeg_quality_min``."""
+    publish_queue_size: int = 32
+    """JSON messages a WebSocket client may have queued before its oldest are dropped."""
+    ws_send_timeout_s: float = 5.0
+    """A send that does not complete in this time closes the client (code 4408)."""
+    ws_slow_client_close_s: float = 10.0
+    """A client that stays behind (its frames keep being replaced) this long is closed (code 4429)."""
     status_interval_s: float = 1.0
+
+    @field_validator("playback_speed", mode="before")
+    @classmethod
+    def _speed(cls, v: object) -> object:
+        if isinstance(v, str) and v.strip().lower() == "max":
+            return 0.0
+        return v
 
     # --- demo ----------------------------------------------------------------------------------
     demo_video: Path | None = None

@@ -1,7 +1,8 @@
-"""One global frame through the models: detect → embed → track → map → identify → encode.
+"""One global frame through the models: detect → embed → track → map → identify.
 
-This is the whole data path of a frame, in order, in one place. It is synchronous and CPU/GPU-bound, so the
+This is the whole analysis of a frame, in order, in one place. It is synchronous and CPU/GPU-bound, so the
 orchestrator runs it in a worker thread; every model call takes all cameras of the global frame at once.
+JPEG encoding (``encode_frame``) is separate so it can run in a pool while the models take the next frame.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from app.models.base import AppearanceEmbedder, Detections, ImageBGR, PersonDetector
@@ -38,12 +40,13 @@ class CameraResult:
     frame_index: int
     timestamp_video_s: float
     tracks: list[TrackOut]
-    frame_message: bytes
-    """Binary WebSocket message: header + JPEG."""
+    image: ImageBGR
 
 
 @dataclass(slots=True)
 class FrameResult:
+    """What the models made of one global frame (frames not yet encoded)."""
+
     global_frame_index: int
     timestamp_video_s: float
     cameras: list[CameraResult]
@@ -52,6 +55,19 @@ class FrameResult:
     @property
     def persons(self) -> int:
         return len({t.global_id for c in self.cameras for t in c.tracks})
+
+    @property
+    def model_ms(self) -> float:
+        return self.stage_ms.get("detect", 0.0) + self.stage_ms.get("embed", 0.0)
+
+
+@dataclass(slots=True, frozen=True)
+class EncodedFrame:
+    camera_id: str
+    message: bytes
+    """Binary WebSocket message: header + JPEG."""
+    low: bytes | None = None
+    """The same frame downscaled at low quality, for clients that cannot keep up (when asked for)."""
 
 
 def crop_boxes(image: ImageBGR, boxes: np.ndarray) -> tuple[list[ImageBGR], list[int]]:
@@ -78,16 +94,12 @@ class FrameProcessor:
         trackers: dict[str, CameraTracker],
         homography: HomographyService,
         identities: IdentityRegistry,
-        encoder: FrameEncoder,
-        jpeg_quality: int,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
         self.trackers = trackers
         self.homography = homography
         self.identities = identities
-        self.encoder = encoder
-        self.jpeg_quality = jpeg_quality
 
     def process(self, gf: GlobalFrame) -> FrameResult:
         ms: dict[str, float] = {}
@@ -120,7 +132,6 @@ class FrameProcessor:
         gids = self.identities.assign(observations, gf.timestamp_s)
         ms["reid"] = _lap(t)
 
-        t = time.perf_counter()
         results: list[CameraResult] = []
         k = 0
         for (cid, tracks, _), image in zip(per_cam_tracks, images, strict=True):
@@ -130,10 +141,7 @@ class FrameProcessor:
                 outs.append(TrackOut(tr.track_id, gids[k], tr.bbox_xyxy, tr.confidence, o.map_xy))
                 k += 1
             cf = gf.frames[cid]
-            jpeg = self.encoder.encode(image, self.jpeg_quality)
-            header = FrameHeader(cid, gf.index, cf.frame_index, cf.timestamp_s)
-            results.append(CameraResult(cid, cf.frame_index, cf.timestamp_s, outs, pack_frame(header, jpeg)))
-        ms["encode"] = _lap(t)
+            results.append(CameraResult(cid, cf.frame_index, cf.timestamp_s, outs, image))
         return FrameResult(gf.index, gf.timestamp_s, results, ms)
 
     def _embed(self, images: list[ImageBGR], detections: list[Detections]) -> list[np.ndarray]:
@@ -155,3 +163,23 @@ class FrameProcessor:
 
 def _lap(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
+
+
+def encode_frame(
+    encoder: FrameEncoder,
+    global_frame_index: int,
+    cam: CameraResult,
+    quality: int,
+    low_scale: float | None = None,
+    low_quality: int = 50,
+) -> EncodedFrame:
+    """JPEG of one camera frame wrapped in its binary header; plus a light variant when ``low_scale``."""
+    header = FrameHeader(cam.camera_id, global_frame_index, cam.frame_index, cam.timestamp_video_s)
+    message = pack_frame(header, encoder.encode(cam.image, quality))
+    low = None
+    if low_scale is not None and 0 < low_scale < 1:
+        h, w = cam.image.shape[:2]
+        size = (max(1, int(w * low_scale)), max(1, int(h * low_scale)))
+        small = cv2.resize(cam.image, size, interpolation=cv2.INTER_AREA)
+        low = pack_frame(header, encoder.encode(np.ascontiguousarray(small), low_quality))
+    return EncodedFrame(cam.camera_id, message, low)

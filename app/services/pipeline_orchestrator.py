@@ -4,6 +4,10 @@ Pacing: global frame *g* is due ``g / fps / speed`` seconds after the start. A f
 period late when it comes out of the (bounded) read-ahead queue is skipped and counted, so when processing
 is slower than the video, latency stays bounded instead of a backlog growing. ``speed = 0`` processes every
 frame as fast as possible (offline evaluation).
+
+Overlap: while the models analyse frame *g+1* in a worker thread, the JPEGs of frame *g* are encoded in a
+small pool and published in order; at most ``MAX_IN_FLIGHT`` frames wait for encoding, so this stage is
+bounded too.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,15 +26,19 @@ import psutil
 from app.core.config import Settings
 from app.core.lifecycle import Components, gpu_summary
 from app.services.environments import EnvironmentSpec
-from app.services.frame_encoder import TurboJpegEncoder
-from app.services.frame_processor import FrameProcessor, FrameResult
+from app.services.frame_encoder import FrameEncoder, TurboJpegEncoder
+from app.services.frame_processor import EncodedFrame, FrameProcessor, FrameResult, encode_frame
 from app.services.homography import HomographyService
-from app.services.notifications import NotificationHub
+from app.services.jpeg_quality import QualityController
+from app.services.notifications import FrameMessage, NotificationHub
 from app.services.processing_task import TaskState, TaskStatus
 from app.services.reid import IdentityRegistry, ReIdConfig
 from app.services.video_data_manager import SynchronizedReader, VideoDataManagerService
+from app.utils.loop_monitor import LoopLagMonitor
 
 log = logging.getLogger(__name__)
+MAX_IN_FLIGHT = 2
+MODEL_STAGES = ("detect", "embed")
 
 
 class PipelineOrchestrator:
@@ -41,6 +50,8 @@ class PipelineOrchestrator:
         hub: NotificationHub,
         settings: Settings,
         videos: VideoDataManagerService | None = None,
+        loop_monitor: LoopLagMonitor | None = None,
+        encoder: FrameEncoder | None = None,
     ) -> None:
         self.task = task
         self.env = environment
@@ -48,10 +59,17 @@ class PipelineOrchestrator:
         self.hub = hub
         self.settings = settings
         self.videos = videos or VideoDataManagerService()
+        self.loop_monitor = loop_monitor
+        self.encoder = encoder or TurboJpegEncoder()
         self.stop_requested = asyncio.Event()
-        self._latencies: deque[float] = deque(maxlen=200)
+        self.quality = QualityController(settings.jpeg_quality, settings.jpeg_quality_min, settings.jpeg_quality_max)
+        self._latencies: deque[float] = deque(maxlen=500)
         self._done_times: deque[tuple[float, dict[str, int]]] = deque(maxlen=64)
         self._stage_ms: dict[str, deque[float]] = {}
+        self._model_ms_total = 0.0
+        self._sleep_s = 0.0
+        self._started_at: float | None = None
+        self._skipped_at_last_status = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -65,7 +83,7 @@ class PipelineOrchestrator:
             task.set(step="opening videos")
             cams = [self.env.cameras[c] for c in task.camera_ids]
             sources = await asyncio.to_thread(self.videos.open, cams)
-            reader = SynchronizedReader(sources, read_ahead=4)
+            reader = SynchronizedReader(sources, read_ahead=self.settings.read_ahead_frames)
             processor = self._build_processor()
             reader.start()
             try:
@@ -106,8 +124,6 @@ class PipelineOrchestrator:
             trackers=dict(trackers),
             homography=HomographyService(self.env),
             identities=IdentityRegistry(c.embedder.dim, reid_cfg),
-            encoder=TurboJpegEncoder(),
-            jpeg_quality=s.jpeg_quality,
         )
 
     # -- main loop ------------------------------------------------------------------------------
@@ -117,35 +133,83 @@ class PipelineOrchestrator:
         period = 1.0 / reader.fps
         total = reader.total_frames
         task.set(TaskStatus.PROCESSING, "processing")
-        start = time.monotonic()
+        start = self._started_at = time.monotonic()
         next_status = start
-        while not self.stop_requested.is_set():
-            gf = await asyncio.to_thread(reader.get)
-            if gf is None:
-                break
-            decoded_at = time.monotonic()
-            if speed > 0:
-                due = start + gf.timestamp_s / speed
-                now = time.monotonic()
-                if now > due + period / speed and gf.index > 0:
-                    task.stats.frames_skipped += 1
-                    continue
-                if now < due:
-                    await asyncio.sleep(due - now)
-                    decoded_at = time.monotonic()
-            result = await asyncio.to_thread(processor.process, gf)
-            self._publish(result, decoded_at, processor)
-            if total:
-                task.progress = min(1.0, (gf.index + 1) / total)
-            if time.monotonic() >= next_status:
-                self.hub.publish_json(task.task_id, self.status_message())
-                next_status = time.monotonic() + self.settings.status_interval_s
+        in_flight: deque[asyncio.Task[None]] = deque()
+        pool = ThreadPoolExecutor(max(1, self.settings.encode_workers), thread_name_prefix="jpeg")
+        try:
+            while not self.stop_requested.is_set():
+                gf = await asyncio.to_thread(reader.get)
+                if gf is None:
+                    break
+                if speed > 0:
+                    due = start + gf.timestamp_s / speed
+                    now = time.monotonic()
+                    if now > due + period / speed and gf.index > 0:
+                        task.stats.frames_skipped += 1
+                        continue
+                    if now < due:
+                        await asyncio.sleep(due - now)
+                        self._sleep_s += time.monotonic() - now
+                decoded_at = min(f.decoded_at for f in gf.frames.values())
+                result = await asyncio.to_thread(processor.process, gf)
+                self._model_ms_total += result.model_ms
+                while len(in_flight) >= MAX_IN_FLIGHT:
+                    await in_flight.popleft()
+                previous = in_flight[-1] if in_flight else None
+                job = self._encode_and_publish(result, decoded_at, processor, pool, previous)
+                in_flight.append(asyncio.create_task(job))
+                if total:
+                    task.progress = min(1.0, (gf.index + 1) / total)
+                if time.monotonic() >= next_status:
+                    self._on_status_tick()
+                    next_status = time.monotonic() + self.settings.status_interval_s
+            for t in in_flight:
+                await t
+        finally:
+            for t in in_flight:
+                t.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
 
-    def _publish(self, result: FrameResult, decoded_at: float, processor: FrameProcessor) -> None:
+    def _on_status_tick(self) -> None:
+        st = self.task.stats
+        self.quality.update(st.frames_skipped - self._skipped_at_last_status)
+        self._skipped_at_last_status = st.frames_skipped
+        self.hub.publish_json(self.task.task_id, self.status_message())
+
+    async def _encode_and_publish(
+        self,
+        result: FrameResult,
+        decoded_at: float,
+        processor: FrameProcessor,
+        pool: ThreadPoolExecutor,
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        tid = self.task.task_id
+        quality = self.quality.quality
+        low_scale = self.settings.jpeg_low_scale if self.hub.wants_low_variant(tid) else None
+        low_q = self.settings.jpeg_quality_min
+        t0 = time.perf_counter()
+        futures = [
+            loop.run_in_executor(
+                pool, encode_frame, self.encoder, result.global_frame_index, cam, quality, low_scale, low_q
+            )
+            for cam in result.cameras
+        ]
+        encoded: list[EncodedFrame] = list(await asyncio.gather(*futures))
+        result.stage_ms["encode"] = (time.perf_counter() - t0) * 1000.0
+        if previous is not None:
+            await previous  # publish in global-frame order
+        self._publish(result, encoded, decoded_at, processor)
+
+    def _publish(
+        self, result: FrameResult, encoded: list[EncodedFrame], decoded_at: float, processor: FrameProcessor
+    ) -> None:
         task = self.task
         tid = task.task_id
-        for cam in result.cameras:
-            self.hub.publish_frame(tid, cam.camera_id, cam.frame_message)
+        for enc in encoded:
+            self.hub.publish_frame(tid, FrameMessage(enc.camera_id, enc.message, decoded_at, enc.low))
         self.hub.publish_json(tid, self.tracking_message(result))
         self.hub.publish_json(
             tid,
@@ -175,10 +239,15 @@ class PipelineOrchestrator:
             dt = max(t1 - t0, 1e-6)
             st.fps_per_camera = {k: round((v - c0.get(k, 0)) / dt, 2) for k, v in c1.items()}
             st.fps_total = round(sum(st.fps_per_camera.values()), 2)
-        lat = np.array(self._latencies)
-        st.latency_ms_p50 = round(float(np.percentile(lat, 50)), 1)
-        st.latency_ms_p95 = round(float(np.percentile(lat, 95)), 1)
+        p50, p95, p99 = np.percentile(np.fromiter(self._latencies, float), [50, 95, 99])
+        st.latency_ms_p50, st.latency_ms_p95, st.latency_ms_p99 = (round(float(v), 1) for v in (p50, p95, p99))
+        st.send_latency_ms = self.hub.latency(self.task.task_id)
         st.stage_ms = {k: round(float(np.mean(v)), 1) for k, v in self._stage_ms.items()}
+        st.jpeg_quality = self.quality.quality
+        if self._started_at is not None:
+            busy_ms = (time.monotonic() - self._started_at - self._sleep_s) * 1000.0
+            if busy_ms > 0:
+                st.outside_models_share = round(max(0.0, 1.0 - self._model_ms_total / busy_ms), 3)
 
     # -- messages -------------------------------------------------------------------------------
     def tracking_message(self, result: FrameResult) -> dict[str, Any]:
@@ -220,8 +289,12 @@ class PipelineOrchestrator:
             "current_step": t.current_step,
             "details": t.details,
             "fps": {"total": st.fps_total, "per_camera": st.fps_per_camera},
-            "latency_ms": {"p50": st.latency_ms_p50, "p95": st.latency_ms_p95},
+            "latency_ms": {"p50": st.latency_ms_p50, "p95": st.latency_ms_p95, "p99": st.latency_ms_p99},
+            "send_latency_ms": st.send_latency_ms,
             "stage_ms": st.stage_ms,
+            "outside_models_share": st.outside_models_share,
+            "jpeg_quality": st.jpeg_quality,
+            "event_loop_lag_ms": self.loop_monitor.summary() if self.loop_monitor else None,
             "frames_processed": st.frames_processed,
             "frames_skipped": st.frames_skipped,
             "persons_now": st.persons_now,

@@ -39,8 +39,15 @@ class TaskStats:
     persons_now: int = 0
     global_ids_total: int = 0
     latency_ms_p50: float | None = None
+    """Decode → published to the clients' outboxes."""
     latency_ms_p95: float | None = None
+    latency_ms_p99: float | None = None
+    send_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per camera, decode → WebSocket send completed (p50/p95/p99), measured at the send."""
     stage_ms: dict[str, float] = field(default_factory=dict)
+    outside_models_share: float | None = None
+    """Share of busy pipeline time not spent in the models (detector, embedder)."""
+    jpeg_quality: int | None = None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from app.services.environment_catalog import EnvironmentCatalog
 from app.services.notifications import NotificationHub
 from app.services.pipeline_orchestrator import PipelineOrchestrator
 from app.services.processing_task import TaskState, TaskStatus
+from app.utils.loop_monitor import LoopLagMonitor
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,18 @@ class UnknownTaskError(KeyError):
 
 class TaskManager:
     def __init__(
-        self, settings: Settings, catalog: EnvironmentCatalog, components: Components, hub: NotificationHub
+        self,
+        settings: Settings,
+        catalog: EnvironmentCatalog,
+        components: Components,
+        hub: NotificationHub,
+        loop_monitor: LoopLagMonitor | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.components = components
         self.hub = hub
+        self.loop_monitor = loop_monitor
         self._tasks: dict[str, TaskState] = {}
         self._runners: dict[str, PipelineOrchestrator] = {}
         self._handles: dict[str, asyncio.Task[None]] = {}
@@ -54,7 +61,9 @@ class TaskManager:
             raise UnknownCameraError("camera_ids has duplicates")
         task = TaskState(task_id=uuid.uuid4().hex, environment_id=env.id, camera_ids=cams)
         self.hub.open_task(task.task_id)
-        runner = PipelineOrchestrator(task, env, self.components, self.hub, self.settings)
+        runner = PipelineOrchestrator(
+            task, env, self.components, self.hub, self.settings, loop_monitor=self.loop_monitor
+        )
         self._tasks[task.task_id] = task
         self._runners[task.task_id] = runner
         self._handles[task.task_id] = asyncio.create_task(self._run(runner), name=f"task-{task.task_id}")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -36,6 +37,8 @@ class CameraFrame:
     timestamp_s: float
     """Position in the video, from the camera's fps."""
     image: ImageBGR
+    decoded_at: float = field(default_factory=time.monotonic)
+    """When the frame left the decoder (``time.monotonic()``): the start of its frame→send latency."""
 
 
 @dataclass(slots=True)

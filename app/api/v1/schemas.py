@@ -42,9 +42,15 @@ class TaskStatusResponse(BaseModel):
     frames_skipped: int
     persons_now: int
     global_ids_total: int
-    latency_ms_p50: float | None
+    latency_ms_p50: float | None = Field(description="decode → published, milliseconds")
     latency_ms_p95: float | None
+    latency_ms_p99: float | None
+    send_latency_ms: dict[str, dict[str, float]] = Field(
+        description="per camera, decode → WebSocket send completed: p50/p95/p99 milliseconds"
+    )
     stage_ms: dict[str, float]
+    outside_models_share: float | None
+    jpeg_quality: int | None
 
 
 class CameraOut(BaseModel):

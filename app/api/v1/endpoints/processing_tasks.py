@@ -36,7 +36,11 @@ def to_status(t: TaskState) -> TaskStatusResponse:
         global_ids_total=st.global_ids_total,
         latency_ms_p50=st.latency_ms_p50,
         latency_ms_p95=st.latency_ms_p95,
+        latency_ms_p99=st.latency_ms_p99,
+        send_latency_ms=st.send_latency_ms,
         stage_ms=st.stage_ms,
+        outside_models_share=st.outside_models_share,
+        jpeg_quality=st.jpeg_quality,
     )
 
 
