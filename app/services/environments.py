@@ -55,10 +55,23 @@ class MapSpec:
 
 
 @dataclass(slots=True, frozen=True)
+class S3Location:
+    """A camera's sub-videos under an S3 prefix (``s3://bucket/prefix/``); no bucket: ``SPOTON_S3_BUCKET``."""
+
+    bucket: str | None
+    prefix: str
+    """Ends with ``/`` (or is empty: the bucket's top level)."""
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket or '$SPOTON_S3_BUCKET'}/{self.prefix}"
+
+
+@dataclass(slots=True, frozen=True)
 class CameraSpec:
     id: str
     name: str
-    video: Path
+    video: Path | S3Location
+    """A video file, a folder of sub-videos (played in order), or an S3 prefix of sub-videos."""
     width: int
     height: int
     fps: float
@@ -134,12 +147,35 @@ def _load_map(raw: dict[str, Any], base: Path, where: str) -> MapSpec:
     return MapSpec(w, h, ppm, (float(origin[0]), float(origin[1])), image)
 
 
+def _s3_location(bucket: Any, prefix: Any, where: str) -> S3Location:
+    if bucket is not None and (not isinstance(bucket, str) or not bucket or "/" in bucket):
+        raise EnvironmentError_(f"{where}: video: bad S3 bucket name {bucket!r}")
+    if not isinstance(prefix, str):
+        raise EnvironmentError_(f"{where}: video: s3_prefix must be a string")
+    prefix = prefix.strip("/")
+    return S3Location(bucket, prefix + "/" if prefix else "")
+
+
+def _video_location(value: Any, base: Path, where: str) -> Path | S3Location:
+    """``"c01.mp4"`` / ``"c01/"`` (local, relative to the file), ``"s3://bucket/prefix/"``, or
+    ``{"s3_prefix": "prefix/", "bucket": "name"?}``."""
+    if isinstance(value, dict):
+        if "s3_prefix" not in value:
+            raise EnvironmentError_(f"{where}: video object needs 's3_prefix'")
+        return _s3_location(value.get("bucket"), value["s3_prefix"], where)
+    if not isinstance(value, str) or not value:
+        raise EnvironmentError_(f"{where}: video must be a path, an s3:// URI or {{\"s3_prefix\": ...}}")
+    if value.startswith("s3://"):
+        bucket, _, prefix = value[len("s3://") :].partition("/")
+        return _s3_location(bucket, prefix, where)
+    video = Path(value)
+    return video if video.is_absolute() else base / video
+
+
 def _load_camera(c: dict[str, Any], base: Path, map_spec: MapSpec, where: str) -> CameraSpec:
     cid = str(_require(c, "id", where))
     cw = f"{where} camera '{cid}'"
-    video = Path(str(_require(c, "video", cw)))
-    if not video.is_absolute():
-        video = base / video
+    video = _video_location(_require(c, "video", cw), base, cw)
     err: float | None = None
     if c.get("point_pairs") and not c.get("image_to_map_homography"):
         h, err = solve_point_pairs(c["point_pairs"], cw)
