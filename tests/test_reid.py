@@ -1,8 +1,17 @@
+"""Identity rules on small constructed cases: one call of `assign` is one global frame with all its cameras."""
+
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from app.services.reid import IdentityRegistry, Observation, ReIdConfig
+from app.services.identity import IdentityEventKind, IdentityRegistry, Observation, ReIdConfig
+from app.services.identity.assignment import assign_max
+from app.services.identity.events import IdentityEvent, IdentityEventLog
+from app.services.identity.gallery import FaissGallery
+from app.services.identity.geometry import GeometryConfig, GeometryGate
+
+DT = 1 / 7  # the dev data's frame period
 
 
 def unit(v: list[float]) -> np.ndarray:
@@ -10,59 +19,195 @@ def unit(v: list[float]) -> np.ndarray:
     return a / np.linalg.norm(a)
 
 
-A, B = unit([1, 0, 0, 0]), unit([0, 1, 0, 0])
+A, B, C = unit([1, 0, 0, 0]), unit([0, 1, 0, 0]), unit([0, 0, 1, 0])
 
 
-def test_same_person_in_overlapping_cameras_shares_a_global_id() -> None:
+def obs(cam: str, track: int, xy: tuple[float, float] | None, emb: np.ndarray | None = None) -> Observation:
+    return Observation(cam, track, emb, xy)
+
+
+def kinds(reg: IdentityRegistry) -> list[IdentityEventKind]:
+    return [e.kind for e in reg.events.recent()]
+
+
+# -- same-time agreement between overlapping cameras ---------------------------------------------------------
+def test_same_person_seen_by_two_cameras_at_once_shares_one_global_id() -> None:
     reg = IdentityRegistry(4)
-    g1 = reg.assign([Observation("c1", 1, A, (0.0, 0.0)), Observation("c1", 2, B, (5.0, 0.0))], 0.0)
-    # c2 sees both at the same moment, positions within a metre of c1's
-    g2 = reg.assign([Observation("c2", 7, B, (5.3, 0.2)), Observation("c2", 8, A, (0.2, -0.1))], 0.0)
-    assert g2 == [g1[1], g1[0]]
+    # first frame: both people are new in both cameras; appearance says nothing (no embeddings)
+    g = reg.assign([obs("c1", 1, (0.0, 0.0)), obs("c1", 2, (5.0, 0.0)), obs("c2", 7, (5.3, 0.2)),
+                    obs("c2", 8, (0.2, -0.1))], 0.0)
+    assert g[0] == g[3] and g[1] == g[2] and g[0] != g[1]
+    # a third camera joins later: its new tracks go to whoever stands on their spot now
+    g2 = reg.assign([obs("c1", 1, (0.1, 0.0)), obs("c1", 2, (5.0, 0.1)), obs("c3", 4, (4.9, 0.3)),
+                     obs("c3", 5, (0.0, 0.2))], DT)
+    assert g2 == [g[0], g[1], g[1], g[0]]
     assert reg.total_identities == 2
 
 
-def test_same_time_far_apart_never_merges_even_if_similar() -> None:
+def test_same_time_far_apart_never_share_an_id_even_when_identical() -> None:
     reg = IdentityRegistry(4)
-    (g1,) = reg.assign([Observation("c1", 1, A, (0.0, 0.0))], 0.0)
-    (g2,) = reg.assign([Observation("c2", 1, A, (6.0, 0.0))], 0.0)
-    assert g1 != g2
+    reg.gallery.add(99, A, 1.0, 0.0)  # appearance that would match perfectly if geometry allowed it
+    for k in range(10):
+        g1, g2 = reg.assign([obs("c1", 1, (0.0, 0.0), A), obs("c2", 1, (1.5 + 0.01 * k, 0.0), A)], k * DT)
+        assert g1 != g2
 
 
-def test_travel_time_gates_reappearance() -> None:
+def test_cameras_that_do_not_overlap_never_see_one_person_at_the_same_time() -> None:
+    reg = IdentityRegistry(4, overlaps={frozenset(("c1", "c2"))})
+    g1, g3 = reg.assign([obs("c1", 1, (0.0, 0.0), A), obs("c3", 1, (0.0, 0.0), A)], 0.0)
+    assert g1 != g3
+    g1b, g2 = reg.assign([obs("c1", 1, (0.0, 0.0), A), obs("c2", 1, (0.1, 0.0), A)], DT)
+    assert g1b == g1 == g2
+
+
+# -- travel time -----------------------------------------------------------------------------------------
+def test_reappearance_needs_plausible_travel_time() -> None:
     reg = IdentityRegistry(4, ReIdConfig(max_speed_mps=2.0))
-    (g1,) = reg.assign([Observation("c1", 1, A, (0.0, 0.0))], 0.0)
-    # 2 s later 30 m away: impossible on foot → new identity despite identical appearance
-    (g2,) = reg.assign([Observation("c2", 5, A, (30.0, 0.0))], 2.0)
+    (g1,) = reg.assign([obs("c1", 1, (0.0, 0.0), A)], 0.0)
+    # the person leaves every view; 2 s later a look-alike 30 m away: nobody walks that fast
+    (g2,) = reg.assign([obs("c2", 5, (30.0, 0.0), A)], 2.0)
     assert g2 != g1
-    # 10 s later 15 m away: plausible → same identity
-    (g3,) = reg.assign([Observation("c3", 9, A, (15.0, 0.0))], 10.0)
+    # 10 s after the last sighting, 15 m from it (and 45 m from the look-alike): the same person again
+    (g3,) = reg.assign([obs("c3", 9, (-15.0, 0.0), A)], 10.0)
     assert g3 == g1
+    assert [e.global_id for e in reg.events.recent() if e.kind is IdentityEventKind.MATCHED] == [g1]
 
 
-def test_one_to_one_assignment_per_frame() -> None:
+def test_reappearance_needs_similar_appearance() -> None:
     reg = IdentityRegistry(4)
-    (g1,) = reg.assign([Observation("c1", 1, A, (0.0, 0.0))], 0.0)
-    # two new tracks in c2 both look like A and both stand close: only one can be that person
-    out = reg.assign([Observation("c2", 1, A, (0.1, 0.0)), Observation("c2", 2, A, (0.4, 0.0))], 0.0)
-    assert out.count(g1) == 1
-    assert out[0] == g1  # the closer one wins
+    (g1,) = reg.assign([obs("c1", 1, (0.0, 0.0), A)], 0.0)
+    (g2,) = reg.assign([obs("c2", 2, (0.5, 0.0), B)], 3.0)  # reachable, but looks nothing alike
+    assert g2 != g1
 
 
-def test_ids_do_not_flicker_and_one_camera_cannot_show_a_person_twice() -> None:
+# -- one-to-one assignment ------------------------------------------------------------------------------
+def test_one_new_track_per_identity_per_frame_and_the_closer_wins() -> None:
     reg = IdentityRegistry(4)
-    (g1,) = reg.assign([Observation("c1", 1, A, (0.0, 0.0))], 0.0)
+    (g1,) = reg.assign([obs("c1", 1, (0.0, 0.0), A)], 0.0)
+    # two new tracks in c2 both stand near the person and look alike: only one can be that person
+    out = reg.assign([obs("c1", 1, (0.0, 0.0), A), obs("c2", 1, (0.1, 0.0), A), obs("c2", 2, (0.6, 0.0), A)], DT)
+    assert out[1] == g1
+    assert out[2] != g1
+
+
+def test_assign_max_is_one_to_one_and_never_returns_forbidden_pairs() -> None:
+    inf = -np.inf
+    score = np.array([[0.9, 0.8, inf], [0.85, inf, inf], [inf, inf, inf]])
+    pairs = assign_max(score)
+    assert sorted(pairs) == [(0, 1), (1, 0)]  # total 1.65 beats taking 0.9 greedily
+    assert assign_max(np.full((2, 2), inf)) == []
+    with pytest.raises(ValueError):
+        assign_max(np.zeros(3))
+
+
+def test_ids_do_not_flicker_when_appearance_drifts() -> None:
+    reg = IdentityRegistry(4)
+    (g1,) = reg.assign([obs("c1", 1, (0.0, 0.0), A)], 0.0)
     for k in range(1, 10):
-        # the appearance drifts completely; the track keeps its global id
-        got = reg.assign([Observation("c1", 1, B, (0.1 * k, 0.0)), Observation("c1", 2, A, (0.1 * k, 0.05))], k * 0.1)
+        got = reg.assign([obs("c1", 1, (0.1 * k, 0.0), B), obs("c1", 2, (0.1 * k, 3.0), A)], k * DT)
         assert got[0] == g1
         assert got[1] != g1
 
 
-def test_identities_expire_after_ttl() -> None:
-    reg = IdentityRegistry(4, ReIdConfig(identity_ttl_s=5.0))
-    (g1,) = reg.assign([Observation("c1", 1, A, (0.0, 0.0))], 0.0)
-    reg.assign([Observation("c2", 3, B, (50.0, 0.0))], 10.0)
+# -- corrections from evidence: merge and switch ---------------------------------------------------------
+def test_two_ids_of_one_person_merge_once_their_tracks_agree() -> None:
+    reg = IdentityRegistry(4)
+    # c2's first box is off (a partial box at the image edge): 1.5 m apart, so two identities are born
+    g1, g2 = reg.assign([obs("c1", 1, (0.0, 0.0)), obs("c2", 1, (1.5, 0.0))], 0.0)
+    assert g1 != g2
+    ids = []
+    for k in range(1, 8):
+        ids = reg.assign([obs("c1", 1, (0.1 * k, 0.0)), obs("c2", 1, (0.1 * k + 0.1, 0.0))], k * DT)
+    assert ids == [g1, g1]  # the older id survives
+    merged = [e for e in reg.events.recent() if e.kind is IdentityEventKind.MERGED]
+    assert len(merged) == 1 and merged[0].global_id == g1 and merged[0].merged_id == g2
     assert reg.active_identities == 1
-    (g3,) = reg.assign([Observation("c1", 4, A, (0.0, 0.0))], 11.0)
-    assert g3 != g1
+
+
+def test_people_walking_apart_in_different_cameras_do_not_merge() -> None:
+    reg = IdentityRegistry(4)
+    for k in range(20):
+        g1, g2 = reg.assign([obs("c1", 1, (0.0, 0.1 * k)), obs("c2", 1, (2.5, 0.1 * k))], k * DT)
+        assert g1 != g2
+    assert IdentityEventKind.MERGED not in kinds(reg)
+
+
+def test_a_track_that_switches_person_moves_to_the_identity_it_now_follows() -> None:
+    reg = IdentityRegistry(4)
+    p, q = (0.0, 0.0), (4.0, 0.0)
+    for k in range(8):  # c1 and c2 both see P (track 1) and Q (track 2)
+        gp, gq, gp2, gq2 = reg.assign(
+            [obs("c1", 1, p), obs("c1", 2, q), obs("c2", 1, p), obs("c2", 2, q)], k * DT
+        )
+    assert gp == gp2 and gq == gq2 and gp != gq
+    # c2's tracker swaps its two tracks while the people stay put
+    got: list[int] = []
+    for k in range(8, 24):
+        got = reg.assign([obs("c1", 1, p), obs("c1", 2, q), obs("c2", 1, q), obs("c2", 2, p)], k * DT)
+    assert got == [gp, gq, gq, gp]
+    assert IdentityEventKind.MOVED in kinds(reg)
+
+
+# -- lifecycle and events ---------------------------------------------------------------------------------
+def test_lost_event_then_expiry_after_ttl() -> None:
+    reg = IdentityRegistry(4, ReIdConfig(identity_ttl_s=5.0, lost_after_s=2.0))
+    (g1,) = reg.assign([obs("c1", 1, (0.0, 0.0), A)], 0.0)
+    reg.assign([obs("c2", 3, (50.0, 0.0), B)], 2.5)
+    lost = [e for e in reg.events.recent() if e.kind is IdentityEventKind.LOST]
+    assert [e.global_id for e in lost] == [g1]
+    reg.assign([obs("c2", 3, (50.0, 0.0), B)], 10.0)
+    assert reg.active_identities == 1
+    (g3,) = reg.assign([obs("c1", 4, (0.0, 0.0), A)], 11.0)
+    assert g3 != g1  # forgotten, gallery included
+
+
+def test_events_are_drained_once_and_the_log_is_bounded() -> None:
+    reg = IdentityRegistry(4, ReIdConfig(event_log_size=3))
+    reg.assign([obs("c1", k, (3.0 * k, 0.0)) for k in range(5)], 0.0)
+    drained = reg.drain_events()
+    assert [e.kind for e in drained] == [IdentityEventKind.CREATED] * 3
+    assert reg.drain_events() == []
+    assert reg.events.counts == {"created": 5}
+    msg = drained[0].to_message()
+    assert msg["type"] == "identity_event" and msg["event"] == "created" and msg["camera_id"] == "c1"
+    with pytest.raises(ValueError):
+        IdentityEventLog(0)
+    assert IdentityEvent(IdentityEventKind.MERGED, 1, 0.0, merged_id=2).to_message()["merged_id"] == 2
+
+
+def test_a_track_twice_in_one_frame_is_rejected() -> None:
+    reg = IdentityRegistry(4)
+    with pytest.raises(ValueError, match="twice"):
+        reg.assign([obs("c1", 1, (0.0, 0.0)), obs("c1", 1, (1.0, 0.0))], 0.0)
+
+
+# -- parts ----------------------------------------------------------------------------------------------
+def test_geometry_gate() -> None:
+    gate = GeometryGate(GeometryConfig(max_map_distance_m=1.0, max_speed_mps=2.0))
+    assert gate.same_time("c1", (0.0, 0.0), "c2", (0.5, 0.0)) == pytest.approx(0.5)
+    assert gate.same_time("c1", (0.0, 0.0), "c2", (1.2, 0.0)) is None
+    assert gate.same_time("c1", (0.0, 0.0), "c1", (0.0, 0.0)) is None
+    assert gate.same_time("c1", None, "c2", (9.0, 9.0)) == 0.0  # no position: only topology can rule out
+    assert gate.reachable((0.0, 0.0), 0.0, (5.0, 0.0), 2.0) == pytest.approx(0.0)
+    assert gate.reachable((0.0, 0.0), 0.0, (5.1, 0.0), 2.0) is None
+    with pytest.raises(ValueError):
+        GeometryConfig(max_map_distance_m=0.0)
+
+
+def test_gallery_keeps_good_views_and_scores_the_mean_of_the_best() -> None:
+    g = FaissGallery(4, size=3, top_m=2)
+    g.add(1, A, quality=0.9, t=0.0)
+    for t in range(1, 6):
+        g.add(1, B, quality=0.3, t=float(t))  # poor views cycle through the low half
+    assert len(g) == 3
+    sim = g.similarity(np.stack([A, B]), [1, 2])
+    assert sim[0, 0] == pytest.approx(0.5)  # best two: A (1.0) and B (0.0)
+    assert sim[1, 0] == pytest.approx(1.0)
+    assert sim[0, 1] == 0.0  # unknown identity
+    g.add(2, C, 1.0, 6.0)
+    g.merge(2, 1)
+    assert g.similarity(C[None], [1, 2])[0].tolist() == pytest.approx([0.5, 0.0])
+    g.remove(1)
+    assert len(g) == 0
+    with pytest.raises(ValueError):
+        g.add(3, np.ones(5, np.float32), 1.0, 0.0)

@@ -1,0 +1,1 @@
+"""Offline evaluation: tracking and identity metrics on datasets with ground truth."""

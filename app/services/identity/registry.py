@@ -1,0 +1,443 @@
+"""Cross-camera identity: turns per-camera track ids into global ids.
+
+Each global frame, with every camera at once:
+
+1. **Who stands together now.** Observations of different cameras whose map positions agree within
+   ``max_map_distance_m`` (and whose cameras overlap) form one group, at most one per camera, closest pairs
+   first. With exact homographies the same person's foot points from two cameras lie ~0.1 m apart, while two
+   people rarely stand closer than 0.5 m, so grouping by position is the strongest cross-camera cue.
+2. **Which identity each group is**, one-to-one over all groups (Hungarian): the identity most of its tracks
+   already carry (track continuity), that was last seen within walking reach (travel-time gate), and that
+   looks alike (FAISS gallery, weight ``appearance_weight``); an identity no camera has seen for
+   ``lost_after_s`` can come back only on appearance (``match_threshold``) within walking reach.
+3. **Tracks follow their group, with hysteresis.** A new track takes its group's identity at once (a new one
+   when none fits); a bound track moves only after its group has pointed elsewhere for ``switch_frames``
+   frames in a row — a tracker id switch, or two ids found to be one person: an identity whose last tracks
+   all moved to another is merged into it. A camera never shows one identity on two tracks.
+
+Every decision that matters to a person-level consumer is an `IdentityEvent` in a bounded log.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from app.models.base import FloatArray
+from app.services.identity.assignment import assign_max
+from app.services.identity.events import IdentityEvent, IdentityEventKind, IdentityEventLog
+from app.services.identity.gallery import AppearanceGallery, FaissGallery
+from app.services.identity.geometry import XY, GeometryConfig, GeometryGate
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
+    from app.services.environments import EnvironmentSpec
+
+TrackKey = tuple[str, int]
+
+TRACK_FORGET_S = 10.0
+"""A track unseen this long is gone (trackers drop lost tracks after about a second)."""
+OCCLUSION_OVERLAP = 0.3
+"""A crop that shares more than this share of its area with another box of its camera is not learnt from."""
+
+
+@dataclass(slots=True)
+class Observation:
+    """One track of one camera in the current global frame."""
+
+    camera_id: str
+    track_id: int
+    embedding: FloatArray | None
+    map_xy: tuple[float, float] | None
+    quality: float = 1.0
+    """Detection confidence in 0..1; appearance is learnt only from observations of enough quality."""
+    bbox_xyxy: tuple[float, float, float, float] | None = None
+    """Image box, used to skip learning from crops that other people overlap."""
+
+
+@dataclass(slots=True, frozen=True)
+class ReIdConfig:
+    """Identity thresholds; defaults and how they were chosen: docs/accuracy.md ("Tracking and identity")."""
+
+    max_map_distance_m: float = 1.0
+    max_speed_mps: float = 3.0
+    match_threshold: float = 0.85
+    """Re-appearance after ``lost_after_s``: minimum gallery similarity."""
+    proximity_weight: float = 0.3
+    appearance_weight: float = 0.5
+    """Weight of appearance next to track continuity and map agreement."""
+    switch_frames: int = 2
+    """Frames in a row a track's group must point to another identity before the track follows it."""
+    lost_after_s: float = 2.0
+    identity_ttl_s: float = 60.0
+    gallery_size: int = 20
+    gallery_min_quality: float = 0.5
+    event_log_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.switch_frames < 1:
+            raise ValueError("switch_frames must be >= 1")
+
+    def geometry(self) -> GeometryConfig:
+        return GeometryConfig(self.max_map_distance_m, self.max_speed_mps)
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> ReIdConfig:
+        return cls(
+            max_map_distance_m=s.reid_max_map_distance_m,
+            max_speed_mps=s.reid_max_speed_mps,
+            match_threshold=s.reid_match_threshold,
+            proximity_weight=s.reid_proximity_weight,
+            appearance_weight=s.reid_appearance_weight,
+            switch_frames=s.reid_switch_frames,
+            lost_after_s=s.reid_lost_after_s,
+            identity_ttl_s=s.reid_identity_ttl_s,
+            gallery_size=s.reid_gallery_size,
+            gallery_min_quality=s.reid_gallery_min_quality,
+            event_log_size=s.reid_event_log_size,
+        )
+
+
+@dataclass(slots=True)
+class _Track:
+    gid: int
+    last_s: float
+    pending_gid: int | None = None
+    """Identity this track's person-group keeps pointing to instead of `gid` (``NEW``: a new one)."""
+    pending_frames: int = 0
+
+
+@dataclass(slots=True)
+class _Identity:
+    gid: int
+    created_s: float
+    last_s: float
+    xy: XY | None = None
+    xy_s: float = 0.0
+    lost_reported: bool = False
+    tracks: set[TrackKey] = field(default_factory=set)
+
+
+NEW = -1
+"""Pending target meaning "a new identity"."""
+
+
+@dataclass(slots=True)
+class _Group:
+    """Observations of one person now: at most one per camera, standing on one spot."""
+
+    members: list[Observation]
+    target: int | None = None
+
+    @property
+    def keys(self) -> list[TrackKey]:
+        return [(o.camera_id, o.track_id) for o in self.members]
+
+    @property
+    def xy(self) -> XY | None:
+        pts = [o.map_xy for o in self.members if o.map_xy is not None]
+        if not pts:
+            return None
+        return (float(np.mean([p[0] for p in pts])), float(np.mean([p[1] for p in pts])))
+
+
+class IdentityRegistry:
+    """Global identities of one processing task. Call `assign` once per global frame, with all its cameras."""
+
+    def __init__(
+        self,
+        dim: int,
+        config: ReIdConfig | None = None,
+        overlaps: set[frozenset[str]] | None = None,
+        gallery: AppearanceGallery | None = None,
+    ) -> None:
+        self.config = config or ReIdConfig()
+        self.geometry = GeometryGate(self.config.geometry(), overlaps)
+        self.gallery: AppearanceGallery = gallery or FaissGallery(dim, self.config.gallery_size)
+        self.events = IdentityEventLog(self.config.event_log_size)
+        self._next_gid = itertools.count(1)
+        self._identities: dict[int, _Identity] = {}
+        self._tracks: dict[TrackKey, _Track] = {}
+        self._left_for: dict[int, int] = {}
+        self.total_identities = 0
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, dim: int, environment: EnvironmentSpec | None = None
+    ) -> IdentityRegistry:
+        overlaps = set(environment.overlaps) if environment is not None else None
+        return cls(dim, ReIdConfig.from_settings(settings), overlaps)
+
+    # -- public ---------------------------------------------------------------------------------
+    @property
+    def active_identities(self) -> int:
+        return len(self._identities)
+
+    def drain_events(self) -> list[IdentityEvent]:
+        """Identity events since the last call (for publishing)."""
+        return self.events.drain()
+
+    def forget_track(self, camera_id: str, track_id: int) -> None:
+        key = (camera_id, track_id)
+        track = self._tracks.pop(key, None)
+        if track is not None and track.gid in self._identities:
+            self._identities[track.gid].tracks.discard(key)
+
+    def assign(self, observations: list[Observation], now_s: float) -> list[int]:
+        """Global id for each observation (same order), updating galleries and events."""
+        keys = [(o.camera_id, o.track_id) for o in observations]
+        if len(set(keys)) != len(keys):
+            raise ValueError("a track appears twice in one frame's observations")
+        groups = self._group(observations)
+        self._associate(groups, now_s)
+        for g in groups:
+            self._settle(g, now_s)
+        self._one_per_camera(groups, now_s)
+        self._merge_emptied(now_s)
+        self._observe(groups, now_s)
+        self._prune(now_s)
+        return [self._tracks[k].gid for k in keys]
+
+    # -- who stands together now ----------------------------------------------------------------
+    def _group(self, observations: list[Observation]) -> list[_Group]:
+        """Same-time observations of different cameras that stand on one spot, one per camera per group.
+
+        Closest pairs join first (complete linkage: every pair in a group is within the same-time gate). A
+        wrong group in one frame (a person missed by one camera while a neighbour stands within the gate) costs
+        nothing lasting: tracks follow their group's identity only after ``switch_frames`` frames.
+        """
+        obs = list(observations)
+        pairs: list[tuple[float, int, int]] = []
+        for i, j in itertools.combinations(range(len(obs)), 2):
+            a, b = obs[i], obs[j]
+            if a.map_xy is None or b.map_xy is None:
+                continue
+            agree = self.geometry.same_time(a.camera_id, a.map_xy, b.camera_id, b.map_xy)
+            if agree is None:
+                continue
+            pairs.append((-agree, i, j))
+        owner = list(range(len(obs)))
+        members: dict[int, list[int]] = {i: [i] for i in range(len(obs))}
+        for _, i, j in sorted(pairs):
+            gi, gj = owner[i], owner[j]
+            if gi == gj:
+                continue
+            merged = members[gi] + members[gj]
+            if len({obs[m].camera_id for m in merged}) < len(merged):
+                continue
+            if any(
+                self.geometry.same_time(obs[x].camera_id, obs[x].map_xy, obs[y].camera_id, obs[y].map_xy) is None
+                for x in members[gi]
+                for y in members[gj]
+            ):
+                continue
+            members[gi] = merged
+            del members[gj]
+            for m in merged:
+                owner[m] = gi
+        return [_Group([obs[m] for m in ms]) for ms in members.values()]
+
+    # -- which identity each group is -----------------------------------------------------------
+    def _associate(self, groups: list[_Group], now_s: float) -> None:
+        """One-to-one (Hungarian) groups ↔ identities; `target` of each group is set (None: none fits)."""
+        cand = list(self._identities.values())
+        if not cand or not groups:
+            return
+        sims = self._appearance(groups, [c.gid for c in cand])
+        age_rank = {ident.gid: r for r, ident in enumerate(sorted(cand, key=lambda i: (i.created_s, i.gid)))}
+        score = np.full((len(groups), len(cand)), -np.inf)
+        for r, g in enumerate(groups):
+            votes: dict[int, int] = defaultdict(int)
+            for k in g.keys:
+                t = self._tracks.get(k)
+                if t is not None:
+                    votes[t.gid] += 1
+            xy = g.xy
+            for c, ident in enumerate(cand):
+                s = self._fit(ident, votes.get(ident.gid, 0) / len(g.members), xy, sims[r, c], now_s)
+                if s is not None:
+                    # among equal fits the older identity wins (it is the one people have seen longer)
+                    score[r, c] = s + 1e-3 * (1.0 - age_rank[ident.gid] / len(cand))
+        for r, c in assign_max(score):
+            groups[r].target = cand[c].gid
+
+    def _fit(self, ident: _Identity, vote: float, xy: XY | None, sim: float, now_s: float) -> float | None:
+        """How well a group fits an identity, or None when a rule forbids it.
+
+        ``vote``: share of the group's tracks already bound to the identity (track continuity). Otherwise the
+        identity must have been seen recently (``lost_after_s``) where the group could have walked from, or —
+        a person coming back after leaving every view — within walking reach and alike in appearance
+        (``match_threshold``).
+        """
+        cfg = self.config
+        appearance = cfg.appearance_weight * sim
+        located = xy is not None and ident.xy is not None
+        reach = self.geometry.reachable(ident.xy, ident.xy_s, xy, now_s) if located else 0.0
+        if vote > 0:
+            return vote + (reach or 0.0) + appearance
+        if reach is None:
+            return None  # nobody walks that fast
+        if located and now_s - ident.last_s <= cfg.lost_after_s:
+            return reach + appearance  # found again where the person just was
+        if sim >= cfg.match_threshold:
+            return cfg.proximity_weight * reach + appearance
+        return None
+
+    def _appearance(self, groups: list[_Group], gids: list[int]) -> np.ndarray:
+        """Mean similarity of a group's current embeddings to each identity's gallery (0 without any)."""
+        sims = np.zeros((len(groups), len(gids)), np.float64)
+        rows: list[int] = []
+        vecs: list[FloatArray] = []
+        for r, g in enumerate(groups):
+            for o in g.members:
+                if o.embedding is not None:
+                    rows.append(r)
+                    vecs.append(o.embedding)
+        if not vecs:
+            return sims
+        per = self.gallery.similarity(np.stack(vecs).astype(np.float32), gids)
+        counts = np.zeros(len(groups))
+        for r, row in zip(rows, per, strict=True):
+            sims[r] += row
+            counts[r] += 1
+        return sims / np.maximum(counts, 1)[:, None]
+
+    # -- binding tracks, with hysteresis --------------------------------------------------------
+    def _settle(self, g: _Group, now_s: float) -> None:
+        """New tracks join their group's identity at once; a bound track follows a different identity only
+        after its group has pointed there for ``switch_frames`` frames in a row."""
+        want = NEW if g.target is None else g.target
+        new = [o for o, k in zip(g.members, g.keys, strict=True) if k not in self._tracks]
+        founder = new[0] if new and g.target is None else None
+        if founder is not None:
+            g.target = self._create(now_s, founder)
+        for o, k in zip(g.members, g.keys, strict=True):
+            t = self._tracks.get(k)
+            if t is None:
+                assert g.target is not None
+                self._bind(k, g.target, now_s)
+                if o is not founder:
+                    self.events.emit(IdentityEvent(IdentityEventKind.MATCHED, g.target, now_s, o.camera_id, o.track_id))
+                continue
+            if want == t.gid:
+                t.pending_gid, t.pending_frames = None, 0
+                continue
+            if t.pending_gid == want:
+                t.pending_frames += 1
+            else:
+                t.pending_gid, t.pending_frames = want, 1
+            if t.pending_frames >= self.config.switch_frames:
+                if g.target is None:  # one new identity for the whole group
+                    g.target = self._create(now_s, None)
+                self._move(k, g.target, now_s)
+
+    def _move(self, key: TrackKey, gid: int, now_s: float) -> None:
+        old = self._tracks[key].gid
+        self._bind(key, gid, now_s)
+        self.events.emit(IdentityEvent(IdentityEventKind.MOVED, gid, now_s, key[0], key[1], merged_id=old))
+        self._left_for[old] = gid
+
+    def _merge_emptied(self, now_s: float) -> None:
+        """An identity whose last tracks all moved to another one this frame was that person: merge."""
+        for old, gid in self._left_for.items():
+            seen = {old}
+            while gid not in self._identities and gid in self._left_for and gid not in seen:
+                seen.add(gid)
+                gid = self._left_for[gid]  # that one merged on in turn
+            src = self._identities.get(old)
+            if src is not None and not src.tracks and gid in self._identities and gid != old:
+                self._merge(old, gid, now_s)
+        self._left_for.clear()
+
+    def _one_per_camera(self, groups: list[_Group], now_s: float) -> None:
+        """A camera shows a person once: a track still holding an identity (hysteresis) that its group gave
+        to another track of the same camera yields at once."""
+        owner: dict[tuple[str, int], TrackKey] = {}
+        for g in groups:
+            for k in g.keys:
+                if g.target is not None and self._tracks[k].gid == g.target:
+                    owner[(k[0], g.target)] = k
+        for g in groups:
+            for k in g.keys:
+                t = self._tracks[k]
+                holder = owner.get((k[0], t.gid))
+                if holder is not None and holder != k:
+                    self._move(k, g.target if g.target not in (None, t.gid) else self._create(now_s, None), now_s)
+
+    def _merge(self, source: int, into: int, now_s: float) -> None:
+        """`source` lost its last track to `into`: they were one person."""
+        src = self._identities.pop(source)
+        dst = self._identities[into]
+        dst.created_s = min(dst.created_s, src.created_s)
+        self.gallery.merge(source, into)
+        self.events.emit(IdentityEvent(IdentityEventKind.MERGED, into, now_s, merged_id=source))
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def _create(self, now_s: float, first: Observation | None) -> int:
+        gid = next(self._next_gid)
+        self._identities[gid] = _Identity(gid, now_s, now_s)
+        self.total_identities += 1
+        cam, track = (first.camera_id, first.track_id) if first is not None else (None, None)
+        self.events.emit(IdentityEvent(IdentityEventKind.CREATED, gid, now_s, cam, track))
+        return gid
+
+    def _bind(self, key: TrackKey, gid: int, now_s: float) -> None:
+        old = self._tracks.get(key)
+        if old is not None and old.gid in self._identities:
+            self._identities[old.gid].tracks.discard(key)
+        self._tracks[key] = _Track(gid, now_s)
+        self._identities[gid].tracks.add(key)
+
+    def _observe(self, groups: list[_Group], now_s: float) -> None:
+        cfg = self.config
+        occluded = _occluded([o for g in groups for o in g.members])
+        for g in groups:
+            xy = g.xy
+            if g.target is not None and xy is not None and g.target in self._identities:
+                ident = self._identities[g.target]
+                ident.xy, ident.xy_s = xy, now_s
+            for o, k in zip(g.members, g.keys, strict=True):
+                t = self._tracks[k]
+                t.last_s = now_s
+                ident = self._identities[t.gid]
+                ident.last_s = now_s
+                ident.lost_reported = False
+                if o.embedding is not None and o.quality >= cfg.gallery_min_quality and k not in occluded:
+                    self.gallery.add(t.gid, o.embedding, o.quality, now_s)
+
+    def _prune(self, now_s: float) -> None:
+        cfg = self.config
+        for ident in list(self._identities.values()):
+            idle = now_s - ident.last_s
+            if idle >= cfg.lost_after_s and not ident.lost_reported:
+                ident.lost_reported = True
+                self.events.emit(IdentityEvent(IdentityEventKind.LOST, ident.gid, now_s))
+            if idle > cfg.identity_ttl_s:
+                for k in list(ident.tracks):
+                    self.forget_track(*k)
+                self.gallery.remove(ident.gid)
+                del self._identities[ident.gid]
+        for k in [k for k, t in self._tracks.items() if now_s - t.last_s > TRACK_FORGET_S]:
+            self.forget_track(*k)
+
+
+def _occluded(observations: list[Observation]) -> set[TrackKey]:
+    """Tracks whose box shares more than `OCCLUSION_OVERLAP` of its area with another box of its camera."""
+    out: set[TrackKey] = set()
+    per_cam: dict[str, list[Observation]] = defaultdict(list)
+    for o in observations:
+        if o.bbox_xyxy is not None:
+            per_cam[o.camera_id].append(o)
+    for obs in per_cam.values():
+        for a, b in itertools.permutations(obs, 2):
+            ax1, ay1, ax2, ay2 = a.bbox_xyxy  # type: ignore[misc]
+            bx1, by1, bx2, by2 = b.bbox_xyxy  # type: ignore[misc]
+            inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+            area = max(1e-9, (ax2 - ax1) * (ay2 - ay1))
+            if inter / area > OCCLUSION_OVERLAP:
+                out.add((a.camera_id, a.track_id))
+    return out
