@@ -2,18 +2,54 @@
 
 from __future__ import annotations
 
+import logging
+
 from app.core.config import Settings
 from app.models.base import AppearanceEmbedder, PersonDetector
 
+log = logging.getLogger(__name__)
+
+
+def resolve_detector_choice(settings: Settings) -> str:
+    """The strategy ``settings.detector`` names; ``auto`` is Faster R-CNN when CUDA is available and its
+    weights resolve (the production path), else NanoDet (embedded, needs no download)."""
+    if settings.detector != "auto":
+        return settings.detector
+    import torch
+
+    if not torch.cuda.is_available():
+        return "nanodet"
+    from app.models.fasterrcnn import WeightsUnavailableError, resolve_weights
+
+    try:
+        resolve_weights(settings.fasterrcnn_variant, settings.fasterrcnn_weights, settings.fasterrcnn_download)
+    except WeightsUnavailableError as exc:
+        log.warning("SPOTON_DETECTOR=auto: CUDA is available but %s Using NanoDet on the CPU.", exc)
+        return "nanodet"
+    return "fasterrcnn"
+
 
 def build_detector(settings: Settings) -> PersonDetector:
-    """``auto`` and ``nanodet`` give NanoDet on the CPU (the only strategy that needs no download)."""
+    choice = resolve_detector_choice(settings)
+    if choice == "fasterrcnn":
+        from app.models.fasterrcnn import FasterRCNNDetector
+
+        return FasterRCNNDetector.from_settings(settings)
+    if choice == "centernet":
+        from app.models.centernet import CenterNetDetector
+
+        return CenterNetDetector.from_settings(settings)
     from app.models.nanodet import NanoDetDetector
 
     return NanoDetDetector.from_settings(settings)
 
 
 def build_embedder(settings: Settings) -> AppearanceEmbedder:
+    """``auto`` and ``efficientnet_lite0`` give EfficientNet-Lite0 (embedded weights); ``clip`` CLIP's image tower."""
+    if settings.embedder == "clip":
+        from app.models.clip_reid import ClipReIdEmbedder
+
+        return ClipReIdEmbedder.from_settings(settings)
     from app.models.efficientnet_lite import EfficientNetLite0Embedder
 
     return EfficientNetLite0Embedder.from_settings(settings)
