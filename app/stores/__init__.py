@@ -1,0 +1,1 @@
+"""Stores behind protocols: live state of running tasks (in-process or Redis) and tracking history."""
