@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Generator
 from pathlib import Path
 
 import httpx
@@ -18,29 +17,9 @@ import uvicorn
 
 from app.core.config import Settings
 from app.core.logging import setup_logging
+from app.utils.server import EmbeddedServer, uvicorn_config, wait_healthy
 
 log = logging.getLogger("spoton")
-
-
-def _uvicorn_config(app: object, host: str, port: int, log_level: str) -> uvicorn.Config:
-    # permessage-deflate costs ~30x throughput on JPEG frames that do not compress anyway.
-    return uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        log_level=log_level.lower(),
-        ws_per_message_deflate=False,
-        ws_max_size=1 << 20,
-        lifespan="on",
-    )
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """A server inside our own event loop: the demo handles Ctrl-C itself (stop the task, then exit)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -51,7 +30,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     setup_logging(settings.log_level)
-    server = uvicorn.Server(_uvicorn_config(create_app(settings), host, port, settings.log_level))
+    server = uvicorn.Server(uvicorn_config(create_app(settings), host, port, settings.log_level))
     server.run()
     return 0
 
@@ -72,29 +51,12 @@ def cmd_build_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _wait_healthy(base: str, server: uvicorn.Server, timeout: float = 600.0) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(base_url=base, timeout=5.0) as client:
-        while time.monotonic() < deadline:
-            if server.should_exit:
-                raise RuntimeError("server stopped during start-up")
-            with contextlib.suppress(httpx.TransportError):
-                r = await client.get("/health")
-                body: dict[str, object] = r.json()
-                if r.status_code == 200:
-                    return body
-                if body.get("status") == "unhealthy":
-                    raise RuntimeError(f"server unhealthy: {body}")
-            await asyncio.sleep(0.5)
-    raise TimeoutError("server did not become healthy in time")
-
-
 async def _demo(settings: Settings, env_dir: Path, host: str, port: int, stay: bool) -> int:
     from app.client import WatchSummary, watch
     from app.main import create_app
 
     settings.extra_environments = [*settings.extra_environments, env_dir]
-    server = _EmbeddedServer(_uvicorn_config(create_app(settings), host, port, "warning"))
+    server = EmbeddedServer(uvicorn_config(create_app(settings), host, port, "warning"))
     serve = asyncio.create_task(server.serve())
     base = f"http://{host}:{port}"
     task_id: str | None = None
@@ -105,16 +67,19 @@ async def _demo(settings: Settings, env_dir: Path, host: str, port: int, stay: b
     try:
         t0 = time.monotonic()
         print(f"SpotOn demo: starting server on {base} (loading and warming models) ...", flush=True)
-        health = await _wait_healthy(base, server)
+        health = await wait_healthy(base, server)
         print(f"server {health['status']} after {time.monotonic() - t0:.1f}s", flush=True)
         async with httpx.AsyncClient(base_url=base, timeout=10.0) as client:
             r = await client.post("/api/v1/processing-tasks/start", json={"environment_id": "demo-pets-4cam"})
             r.raise_for_status()
             started = r.json()
         task_id = started["task_id"]
-        print(f"task {task_id} started\n  status:    {started['status_url']}\n"
-              f"  websocket: {started['websocket_url']}\n  api docs:  {base}/docs\n"
-              f"  watch it:  spoton watch {task_id} --url {base}\n", flush=True)
+        print(
+            f"task {task_id} started\n  status:    {started['status_url']}\n"
+            f"  websocket: {started['websocket_url']}\n  api docs:  {base}/docs\n"
+            f"  watch it:  spoton watch {task_id} --url {base}\n",
+            flush=True,
+        )
 
         def tick(s: WatchSummary) -> None:
             print(s.line(), flush=True)
@@ -181,6 +146,170 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0 if summary.close_code in (1000, None) else 1
 
 
+def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    import json
+
+    from app.bench.pipeline_bench import plot_timeline, print_report, run_pipeline_bench
+
+    settings = Settings()
+    setup_logging("WARNING")
+    env = Path(args.environment) if args.environment else build_demo(settings)
+    report = asyncio.run(
+        run_pipeline_bench(
+            env, seconds=args.seconds, cameras=args.cameras, pacing=not args.no_pacing, settings=settings
+        )
+    )
+    print_report(report)
+    if args.out:
+        out = Path(args.out)
+        out.write_text(json.dumps(report, indent=2))
+        png = out.with_suffix(".png")
+        plot_timeline(report, png)
+        print(f"  wrote {out} and {png}")
+    return 0
+
+
+def cmd_bench_websocket(args: argparse.Namespace) -> int:
+    import json
+
+    from app.bench.websocket_bench import print_report, run_websocket_bench
+
+    rows = asyncio.run(run_websocket_bench(args.messages, args.size_kb))
+    print_report(rows)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def cmd_bench_detector(args: argparse.Namespace) -> int:
+    import json
+
+    from app.bench.detector_bench import BenchCase, run_detector_bench, table, to_json
+
+    settings = Settings()
+    setup_logging("WARNING")
+    if settings.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    try:
+        batches = [int(b) for b in _csv(args.batch)]
+    except ValueError:
+        print(f"--batch: expected comma-separated integers, got {args.batch!r}", file=sys.stderr)
+        return 2
+
+    def progress(c: BenchCase) -> None:
+        print(f"  {c.detector} {c.precision} batch {c.batch} {c.resolution}: {c.ms_per_image_median:.1f} ms/image "
+              f"(p95 {c.ms_per_image_p95:.1f}), {c.images_per_s:.2f} images/s", flush=True)
+
+    try:
+        cases = run_detector_bench(
+            settings, _csv(args.detectors), batches, _csv(args.resolution), _csv(args.precision),
+            iterations=args.iterations, max_seconds=args.max_seconds, on_case=progress,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n" + table(cases))
+    if args.json:
+        Path(args.json).write_text(json.dumps(to_json(cases, settings), indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_eval_detector(args: argparse.Namespace) -> int:
+    import json
+
+    from app.evaluation.detector_eval import evaluate_detectors
+    from app.evaluation.tracking_eval import DatasetError
+
+    settings = Settings()
+    setup_logging("WARNING")
+    t0 = time.monotonic()
+
+    def progress(n: int) -> None:
+        if n % 50 == 0:
+            print(f"  {n} frames ({time.monotonic() - t0:.0f}s)", flush=True)
+
+    try:
+        report = evaluate_detectors(
+            Path(args.dataset), settings, _csv(args.detectors), frame_step=args.frame_step, on_progress=progress
+        )
+    except (DatasetError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"\n{report.dataset}: frames {report.frames[0]}–{report.frames[1]} every {report.frame_step}, "
+          f"{report.images} images, {report.gt_boxes} ground-truth boxes (* = what SPOTON_DETECTOR runs)\n")
+    print(report.table())
+    for s in report.scores:
+        print(f"  {s.variant}: {s.seconds:.1f}s detecting ({s.ms_per_image:.0f} ms/image)")
+    for name, why in report.unavailable.items():
+        print(f"  {name}: unavailable — {why}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(report.to_json(), indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_bench_jpeg(args: argparse.Namespace) -> int:
+    import json
+
+    import cv2
+    import numpy as np
+
+    from app.bench.jpeg_bench import print_report, run_jpeg_bench
+    from app.demo.video_source import obtain_demo_video
+
+    settings = Settings()
+    setup_logging("WARNING")
+    cap = cv2.VideoCapture(str(Path(args.image) if args.image else obtain_demo_video(settings)))
+    for _ in range(100):  # a frame with people in it
+        ok, frame = cap.read()
+    cap.release()
+    if not ok:
+        print("could not read a frame", file=sys.stderr)
+        return 2
+    rows = run_jpeg_bench(np.asarray(frame, np.uint8), repeats=args.repeats)
+    print_report(rows)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Full pipeline over a dataset with ground truth: MOTA / IDF1 / HOTA per camera and across cameras."""
+    import json
+
+    from app.evaluation.tracking_eval import DatasetError, evaluate
+    from app.services.environments import EnvironmentError_
+    from app.services.video_data_manager import VideoSourceError
+
+    settings = Settings()
+    setup_logging("WARNING")
+    tty = sys.stderr.isatty()
+
+    def progress(n: int) -> None:
+        if tty and n % 10 == 0:
+            print(f"\r{n} global frames processed", end="", file=sys.stderr, flush=True)
+
+    try:
+        report = evaluate(Path(args.dataset), settings, max_frames=args.max_frames, on_frame=progress)
+    except (DatasetError, EnvironmentError_, VideoSourceError, OSError) as exc:
+        print(f"spoton eval: {exc}", file=sys.stderr)
+        return 2
+    if tty:
+        print(file=sys.stderr)
+    print(report.table())
+    if args.out:
+        Path(args.out).write_text(json.dumps(report.to_dict(), indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="spoton", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -188,8 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("serve", help="run the API server")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
-    s.add_argument("--environment", action="append", default=[], metavar="PATH",
-                   help="environment file or dataset folder to serve (repeatable)")
+    s.add_argument(
+        "--environment",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="environment file or dataset folder to serve (repeatable)",
+    )
     s.set_defaults(fn=cmd_serve)
 
     d = sub.add_parser("demo", help="build the 4-camera demo, serve it and run a task with live progress")
@@ -210,6 +344,51 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--save-frames", metavar="DIR", help="write received JPEGs to DIR/<camera>/<frame>.jpg")
     w.add_argument("--seconds", type=float, help="stop after this many seconds")
     w.set_defaults(fn=cmd_watch)
+
+    bench = sub.add_parser("bench", help="benchmarks that print figures").add_subparsers(dest="bench", required=True)
+    bp = bench.add_parser("pipeline", help="the whole pipeline on an environment (default: the demo)")
+    bp.add_argument("--environment", metavar="PATH", help="environment file or dataset folder")
+    bp.add_argument("--seconds", type=float, default=60.0)
+    bp.add_argument("--cameras", type=int, help="use the first K cameras")
+    bp.add_argument("--no-pacing", action="store_true", help="process every frame as fast as possible")
+    bp.add_argument("--out", metavar="FILE.json", help="write JSON and a PNG plot beside it")
+    bp.set_defaults(fn=cmd_bench_pipeline)
+    bw = bench.add_parser("websocket", help="loopback binary WebSocket throughput")
+    bw.add_argument("--messages", type=int, default=20000)
+    bw.add_argument("--size-kb", type=int, default=80)
+    bw.add_argument("--out", metavar="FILE.json")
+    bw.set_defaults(fn=cmd_bench_websocket)
+    bj = bench.add_parser("jpeg", help="JPEG encoders on a demo frame at 640x480 and 1920x1080")
+    bj.add_argument("--image", metavar="VIDEO_OR_IMAGE", help="default: the demo video")
+    bj.add_argument("--repeats", type=int, default=30)
+    bj.add_argument("--out", metavar="FILE.json")
+    bj.set_defaults(fn=cmd_bench_jpeg)
+    bd = bench.add_parser("detector", help="ms per image and images/s of every available detector")
+    bd.add_argument("--detectors", default="nanodet,centernet,fasterrcnn", help="comma-separated")
+    bd.add_argument("--batch", default="1,4", help="comma-separated batch sizes (cameras per call)")
+    bd.add_argument("--resolution", default="1080p,576p", help="comma-separated: 1080p, 720p, 576p, 480p or WxH")
+    bd.add_argument("--precision", default="", help="Faster R-CNN precisions, e.g. fp32,fp16 (default: all here)")
+    bd.add_argument("--iterations", type=int, default=20, help="timed calls per case")
+    bd.add_argument("--max-seconds", type=float, default=20.0, help="time budget per case (at least 3 calls)")
+    bd.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    bd.set_defaults(fn=cmd_bench_detector)
+
+    ev = sub.add_parser("eval-detector", help="person AP50, AP50:95 and recall of each detector on a dataset")
+    ev.add_argument("dataset", metavar="DATASET_DIR", help="dataset folder (environment.json + videos + gt/)")
+    ev.add_argument("--detectors", default="nanodet,centernet,fasterrcnn", help="comma-separated")
+    ev.add_argument("--frame-step", type=int, default=1, help="score every N-th ground-truth frame")
+    ev.add_argument("--out", metavar="FILE.json", help="write the report as JSON")
+    ev.set_defaults(fn=cmd_eval_detector)
+
+    te = sub.add_parser("eval", help="tracking and cross-camera identity scores (MOTA, IDF1, HOTA) on a dataset")
+    te.add_argument("dataset", metavar="DATASET_DIR", help="dataset folder (environment.json + videos + gt/)")
+    te.add_argument("--out", metavar="FILE.json", help="write the report as JSON")
+    te.add_argument("--max-frames", type=int, help="process only the first N global frames (a quick look)")
+    te.set_defaults(fn=cmd_eval)
+
+    from app.stores.history.cli import add_db_parser
+
+    add_db_parser(sub)
 
     args = p.parse_args(argv)
     try:

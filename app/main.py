@@ -18,6 +18,8 @@ from app.core.lifecycle import Components
 from app.services.environment_catalog import EnvironmentCatalog
 from app.services.notifications import NotificationHub
 from app.services.task_manager import TaskManager
+from app.stores.history.service import start_history
+from app.stores.live_state import build_live_state, health_probe
 from app.utils.loop_monitor import LoopLagMonitor
 
 log = logging.getLogger(__name__)
@@ -30,16 +32,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         catalog = EnvironmentCatalog.from_paths(settings.environments_dir, settings.extra_environments)
         components = Components(settings, catalog)
-        hub = NotificationHub(settings.publish_queue_size)
+        live = build_live_state(settings)
+        await live.start()
+        components.probes["state_store"] = health_probe(live)
+        hub = NotificationHub(settings.publish_queue_size, live=live, retain_closed_s=settings.live_state_ttl_s)
         loop_monitor = LoopLagMonitor()
         loop_monitor.start()
-        tasks = TaskManager(settings, catalog, components, hub, loop_monitor)
+        history = await start_history(settings, components)
+        app.state.history = history
+        tasks = TaskManager(
+            settings, catalog, components, hub, loop_monitor, live=live, history=history.recorder if history else None
+        )
         app.state.ctx = AppContext(settings, catalog, components, hub, tasks, loop_monitor)
         loader = asyncio.create_task(components.load_in_background(), name="load-models")
         try:
             yield
         finally:
             await tasks.shutdown()
+            if history is not None:
+                await history.stop()
+            await live.close()
             await loop_monitor.stop()
             if not loader.done():
                 await asyncio.wait({loader}, timeout=30)

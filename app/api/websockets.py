@@ -4,6 +4,9 @@ Message order per global frame: one binary frame message per camera (see ``app.u
 ``tracking_update`` JSON, then ``frame_sync``; ``status_update`` about once a second. Each client has its own
 outbox (``app.services.notifications``), so a slow client never slows the pipeline or other clients. Close
 codes are listed in docs/protocol.md.
+
+A task that runs in another API process (same live-state store, ``SPOTON_REDIS_URL``) streams here too: the
+hub follows it through the store. If that process stops responding, its clients here are closed with 1011.
 """
 
 from __future__ import annotations
@@ -17,32 +20,50 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from app.api.deps import AppContext, get_context
 from app.services.notifications import ClientOutbox
-from app.services.task_manager import UnknownTaskError
+from app.stores.live_state import LiveStateUnavailableError
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 CLOSE_TASK_ENDED = 1000
+CLOSE_STREAM_LOST = 1011
+"""The task's process (another API process) stopped responding, or the live-state store is unreachable."""
 CLOSE_UNKNOWN_TASK = 4404
 CLOSE_SEND_TIMEOUT = 4408
 CLOSE_TOO_SLOW = 4429
 
 
-class _ClientTooSlow(Exception):
+class _CloseClient(Exception):
+    """Ends a client's stream with a close code other than 1000."""
+
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
 
 
+async def _find_stream(ctx: AppContext, task_id: str) -> tuple[int, str] | None:
+    """None when the task can be streamed here (it runs here or is now followed); else the close."""
+    if ctx.tasks.is_local(task_id):
+        if ctx.hub.is_streaming(task_id):
+            return None
+        return CLOSE_TASK_ENDED, "task finished"  # ended long ago: its last frames are forgotten
+    try:
+        if await ctx.hub.follow(task_id):
+            return None
+    except LiveStateUnavailableError:
+        log.warning("task %s: live state unreachable, closing a WebSocket client", task_id)
+        return CLOSE_STREAM_LOST, "live state store unreachable"
+    return CLOSE_UNKNOWN_TASK, f"processing task '{task_id}' not found"
+
+
 @router.websocket("/ws/tracking/{task_id}")
 async def tracking_ws(websocket: WebSocket, task_id: str) -> None:
     ctx = get_context(websocket)
     await websocket.accept()
-    try:
-        ctx.tasks.get(task_id)
-    except UnknownTaskError:
-        await websocket.close(code=CLOSE_UNKNOWN_TASK, reason=f"processing task '{task_id}' not found")
+    refused = await _find_stream(ctx, task_id)
+    if refused is not None:
+        await websocket.close(code=refused[0], reason=refused[1][:120])
         return
     box = ctx.hub.subscribe(task_id)
     sender = asyncio.create_task(_send(websocket, box, ctx, task_id))
@@ -53,14 +74,14 @@ async def tracking_ws(websocket: WebSocket, task_id: str) -> None:
         ctx.hub.unsubscribe(task_id, box)
         for t in (sender, receiver):
             t.cancel()
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
-                await t
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, _CloseClient):
+                await t  # outcomes are read below; _CloseClient must not escape (the client gets its code)
     if sender not in done:
         return  # the client went away
     exc = sender.exception()
     code, reason = CLOSE_TASK_ENDED, "task finished"
-    if isinstance(exc, _ClientTooSlow):
-        code, reason = exc.code, exc.reason
+    if isinstance(exc, _CloseClient):
+        code, reason = exc.code, exc.reason[:120]
         log.info("task %s: closing a WebSocket client: %s", task_id, reason)
     elif exc is not None:
         return
@@ -72,12 +93,14 @@ async def _send(websocket: WebSocket, box: ClientOutbox, ctx: AppContext, task_i
     s = ctx.settings
     while True:
         if box.behind_since is not None and time.monotonic() - box.behind_since > s.ws_slow_client_close_s:
-            raise _ClientTooSlow(CLOSE_TOO_SLOW, f"client stayed behind for more than {s.ws_slow_client_close_s:g} s")
+            raise _CloseClient(CLOSE_TOO_SLOW, f"client stayed behind for more than {s.ws_slow_client_close_s:g} s")
         try:
             msg = await asyncio.wait_for(box.get(), timeout=1.0)
         except TimeoutError:
             continue
         if msg.kind == "close":
+            if msg.reason:
+                raise _CloseClient(CLOSE_STREAM_LOST, msg.reason)
             return
         try:
             if msg.kind == "bytes":
@@ -88,7 +111,7 @@ async def _send(websocket: WebSocket, box: ClientOutbox, ctx: AppContext, task_i
                 assert isinstance(msg.data, str)
                 await asyncio.wait_for(websocket.send_text(msg.data), timeout=s.ws_send_timeout_s)
         except TimeoutError:
-            raise _ClientTooSlow(
+            raise _CloseClient(
                 CLOSE_SEND_TIMEOUT, f"a send did not complete within {s.ws_send_timeout_s:g} s"
             ) from None
 

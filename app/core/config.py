@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ByteSize, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,16 +29,50 @@ class Settings(BaseSettings):
     """More environment files or dataset folders (``spoton serve --environment PATH``)."""
 
     # --- models --------------------------------------------------------------------------------
-    detector: Literal["auto", "nanodet"] = "auto"
+    detector: Literal["auto", "nanodet", "centernet", "fasterrcnn"] = "auto"
+    """``auto``: Faster R-CNN when CUDA is available and its weights resolve, else NanoDet on the CPU."""
     detector_score_threshold: float = 0.35
+    """NanoDet's operating threshold (CenterNet and Faster R-CNN have their own: their scores differ)."""
     detector_nms_iou: float = 0.5
     nanodet_model_path: Path | None = None
     """ONNX file of NanoDet (v0.x nanodet-g tensors); default: the one shipped in ``app/assets``."""
     nanodet_tiles: Literal["auto", "1", "2"] = "auto"
     """``auto``: two overlapping tiles when the frame is wider than 4:3, else one."""
     nanodet_tile_overlap: float = 0.2
-    embedder: Literal["auto", "efficientnet_lite0"] = "auto"
+    centernet_model_path: Path | None = None
+    """ONNX file of CenterNet-MobileNetV3; default: the one shipped in ``app/assets``."""
+    centernet_score_threshold: float = 0.3
+    """Upstream's display threshold for this model (its AP evaluation uses 0.05)."""
+    centernet_tiles: Literal["auto", "1", "2", "3"] = "auto"
+    """``auto``: two overlapping tiles when the frame is wider than 4:3, else one."""
+    centernet_tile_overlap: float = 0.2
+    fasterrcnn_variant: Literal[
+        "resnet50_fpn_v2", "resnet50_fpn", "mobilenet_v3_large_fpn", "mobilenet_v3_large_320_fpn"
+    ] = "resnet50_fpn_v2"
+    fasterrcnn_weights: Path | None = None
+    """COCO weights file (torchvision's ``.pth``); default: the torch hub cache, else a download if online."""
+    fasterrcnn_download: bool = True
+    """Try downloading missing weights into the torch hub cache (short timeout; offline → clear error)."""
+    fasterrcnn_score_threshold: float = 0.5
+    fasterrcnn_device: Literal["auto", "cuda", "cpu"] = "auto"
+    fasterrcnn_precision: Literal["auto", "fp16", "fp32"] = "auto"
+    """``auto``: fp16 (autocast) on CUDA, fp32 on the CPU."""
+    fasterrcnn_batch_size: int = 4
+    """Images per forward pass (all cameras of a global frame up to this); halved on CUDA out-of-memory."""
+    fasterrcnn_min_size: int = 0
+    """Shorter side the model resizes to; 0: the variant's own (800, or 320 for ``mobilenet_v3_large_320_fpn``)."""
+    fasterrcnn_max_size: int = 0
+    """Longer-side cap; 0: the variant's own (1333, or 640)."""
+    embedder: Literal["auto", "efficientnet_lite0", "clip"] = "auto"
+    """``auto``: EfficientNet-Lite0 (embedded weights). ``clip``: CLIP's image tower (weights below)."""
     embedder_batch_size: int = 64
+    clip_model: str = "ViT-B-16"
+    """open_clip architecture of the ``clip`` embedder."""
+    clip_pretrained: str = "openai"
+    """open_clip pretrained tag, fetched into its hub cache when ``clip_download`` (and online)."""
+    clip_weights: Path | None = None
+    """Local open_clip checkpoint of ``clip_model``; wins over ``clip_pretrained``."""
+    clip_download: bool = True
     torch_threads: int = 0
     """0: let the runtime decide (all cores)."""
     onnx_threads: int = 0
@@ -51,12 +85,35 @@ class Settings(BaseSettings):
     tracker_match_thresh: float = 0.8
     tracker_appearance_thresh: float = 0.25
     tracker_proximity_thresh: float = 0.5
-    reid_match_threshold: float = 0.6
-    """Minimum cosine similarity for a new track to join an existing global identity by appearance."""
-    reid_max_map_distance_m: float = 1.5
+    tracker_use_appearance: bool = False
+    """Feed embeddings to BoT-SORT's appearance cue. Off by default on the CPU: on the dev data it never
+    changed a match (random embeddings tracked identically), and without it only the crops the identity
+    registry needs are embedded — new tracks and a periodic gallery refresh — instead of every detection."""
+    reid_embed_every_n: int = 5
+    """A tracked person's crop is embedded on its first frame and then every N-th frame (gallery refresh)."""
+    reid_match_threshold: float = 0.85
+    """Re-appearance of a person no camera has seen for ``reid_lost_after_s``: minimum similarity of the new
+    track's appearance to the identity's gallery (mean of the best three cosine similarities)."""
+    reid_max_map_distance_m: float = 1.0
     """Two tracks seen at the same time in overlapping cameras can be one person only this close."""
     reid_gallery_size: int = 20
     reid_identity_ttl_s: float = 60.0
+    # Identity rules (app/services/identity); how each default was chosen: docs/accuracy.md.
+    reid_max_speed_mps: float = 3.0
+    """Fastest plausible walk between a sighting and a later one (travel-time gate between cameras)."""
+    reid_proximity_weight: float = 0.3
+    """Weight of walking-reach plausibility when ranking re-appearance candidates."""
+    reid_appearance_weight: float = 0.5
+    """Weight of appearance next to track continuity and map agreement."""
+    reid_switch_frames: int = 2
+    """Hysteresis: frames in a row a track's same-spot group must point to another identity before it follows."""
+    reid_lost_after_s: float = 2.0
+    """An identity no camera has seen this long is reported ``lost``; before that a new track near where it
+    was seen continues it, after that only appearance (``reid_match_threshold``) can bring it back."""
+    reid_gallery_min_quality: float = 0.5
+    """Appearance is learnt only from detections at least this confident (and not overlapped)."""
+    reid_event_log_size: int = 1000
+    """Identity events kept in memory per task."""
 
     # --- pipeline ------------------------------------------------------------------------------
     max_concurrent_tasks: int = 2
@@ -67,6 +124,8 @@ class Settings(BaseSettings):
     """Decoded global frames waiting for the models, at most (bounds latency and memory)."""
     encode_workers: int = 2
     """Threads encoding JPEGs while the models work on the next frame."""
+    jpeg_encoder: Literal["simplejpeg", "opencv"] = "simplejpeg"
+    """Both are libjpeg-turbo at 4:2:0; compare with ``spoton bench jpeg``."""
     jpeg_quality: int = 80
     """Starting JPEG quality; adapts between the bounds below to pipeline load."""
     jpeg_quality_min: int = 50
@@ -87,6 +146,78 @@ class Settings(BaseSettings):
         if isinstance(v, str) and v.strip().lower() == "max":
             return 0.0
         return v
+
+    # --- videos in S3 and the local video cache ------------------------------------------------
+    s3_endpoint_url: str | None = None
+    """S3-compatible endpoint (MinIO, DagsHub, …); empty: AWS."""
+    s3_region: str | None = None
+    """Empty: the standard AWS chain (``AWS_REGION`` / ``AWS_DEFAULT_REGION``, ``~/.aws/config``)."""
+    s3_bucket: str | None = None
+    """Bucket of cameras whose ``video`` is ``{"s3_prefix": ...}`` without a bucket of its own."""
+    s3_access_key_id: str | None = None
+    """Empty: the standard AWS credential chain (environment, ``~/.aws``, instance role)."""
+    s3_secret_access_key: SecretStr | None = None
+    s3_session_token: SecretStr | None = None
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    """``path`` for most self-hosted stores (MinIO) and IP endpoints."""
+    s3_connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    s3_stall_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """A download that receives no byte for this long is dropped and resumed."""
+    s3_download_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    """One sub-video (or listing), retries included, fails with a clear error after this long."""
+    s3_retry_backoff_s: Annotated[float, Field(gt=0)] = 0.5
+    """First retry delay; doubles per attempt (jittered), at most 16 s."""
+    s3_max_concurrent_downloads: Annotated[int, Field(ge=1)] = 4
+    s3_verify_md5: bool = True
+    """Check a download against its ETag when the ETag is a plain MD5 (single-part, unencrypted upload)."""
+    video_cache_dir: Path | None = None
+    """Downloaded sub-videos; empty: ``<data_dir>/video-cache``. One server per directory."""
+    video_cache_max_size: Annotated[ByteSize, Field(gt=0)] = ByteSize(10 * 2**30)
+    """Bound of the video cache (``10GiB``, ``500MB``, bytes); least recently used files go first."""
+    video_prefetch: Annotated[int, Field(ge=0)] = 1
+    """Sub-videos fetched ahead of the one playing, per camera."""
+
+    # --- live state (app/stores: in-process, or Redis shared by several API processes) ---------
+    redis_url: str | None = None
+    """``redis://host:6379/0``: live state and frame fan-out in Redis, so any API process sharing it can
+    stream and report a task that runs in another; empty: in-process (one API process)."""
+    redis_key_prefix: str = "spoton"
+    """Keys and channels are ``<prefix>:task:<id>...``; give deployments sharing one Redis their own."""
+    redis_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    """Connect/command timeout; also how long a task start waits for other processes to see the task."""
+    live_state_ttl_s: Annotated[float, Field(gt=0)] = 3600.0
+    """A task's live state (status, latest frames, tracks) is kept this long after its last write."""
+    live_publish_queue_size: Annotated[int, Field(ge=1)] = 256
+    """Frames/messages waiting for Redis before the oldest are dropped (publishing never waits on Redis)."""
+    live_owner_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    """Clients following a task from another process are closed (1011) when that process has not
+    refreshed its heartbeat for this long (it crashed or lost Redis)."""
+
+    # --- history (app/stores/history: PostgreSQL/TimescaleDB, or an embedded SQLite file) --------
+    database_url: str | None = None
+    """``postgresql+asyncpg://user:pass@host:5432/db``; empty: SQLite in ``<data_dir>/spoton.db``."""
+    history_enabled: bool = True
+    """Record tracking events, identity events and task runs (and serve the analytics API)."""
+    history_auto_migrate: bool = True
+    """Bring the schema to the latest migration at start-up (else run ``spoton db upgrade`` yourself)."""
+    history_batch_size: Annotated[int, Field(ge=1)] = 500
+    """Records per insert transaction."""
+    history_flush_interval_s: Annotated[float, Field(gt=0)] = 1.0
+    """A partial batch is written at least this often."""
+    history_buffer_size: Annotated[int, Field(ge=1)] = 20_000
+    """Records held in memory; when full (the database is slow) the buffer goes to the disk spool at once."""
+    history_spool_dir: Path | None = None
+    """Batches the database could not take, until they are replayed; empty: ``<data_dir>/spool``."""
+    history_retry_s: Annotated[float, Field(gt=0)] = 1.0
+    """First reconnect delay while the database is unreachable; doubles up to ``history_retry_max_s``."""
+    history_retry_max_s: Annotated[float, Field(gt=0)] = 30.0
+    history_connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    history_write_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    """A batch not committed in this time counts as an outage (spooled; replays are idempotent)."""
+    history_retention_days: Annotated[int, Field(ge=1)] = 90
+    """TimescaleDB only: chunks older than this are dropped."""
+    history_compress_after_days: Annotated[int, Field(ge=1)] = 7
+    """TimescaleDB only: tracking chunks older than this are compressed."""
 
     # --- demo ----------------------------------------------------------------------------------
     demo_video: Path | None = None

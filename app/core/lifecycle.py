@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from app.core.config import Settings
 from app.models.base import AppearanceEmbedder, PersonDetector
@@ -55,9 +55,36 @@ def gpu_summary() -> dict[str, Any]:
             "memory_reserved_mb": round(torch.cuda.memory_reserved(i) / 2**20, 1),
             "memory_total_mb": round(total / 2**20, 1),
             "memory_free_mb": round(free / 2**20, 1),
+            **_nvml_utilisation(i),
         }
     except Exception as exc:  # a broken driver must not break /health
         return {"available": False, "error": str(exc)}
+
+
+def _nvml_utilisation(index: int) -> dict[str, Any]:
+    """GPU and memory-controller utilisation (%) from NVML when nvidia-ml-py is installed; else nothing.
+    The index is torch's, which matches NVML's unless CUDA_VISIBLE_DEVICES reorders devices."""
+    try:
+        import pynvml
+    except ImportError:
+        return {}
+    try:
+        pynvml.nvmlInit()
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            util = pynvml.nvmlDeviceGetUtilizationRates(handle)
+            return {"utilization_gpu_percent": int(util.gpu), "utilization_memory_percent": int(util.memory)}
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as exc:  # NVML missing from the driver, permissions, ...
+        return {"utilization_error": str(exc)}
+
+
+@runtime_checkable
+class _ReportsDegradation(Protocol):
+    """A model that can lose capacity at run time (Faster R-CNN on CUDA OOM) and says so."""
+
+    on_degraded: Callable[[str], None] | None
 
 
 class Components:
@@ -77,6 +104,8 @@ class Components:
             "state_store": ComponentHealth("state_store", essential=False),
         }
         self._done = asyncio.Event()
+        self.probes: dict[str, Callable[[ComponentHealth], None]] = {}
+        """Components whose health changes at run time (stores) refresh it through these when it is read."""
 
     def _load(self, name: str, fn: Callable[[], Any]) -> None:
         h = self.health[name]
@@ -99,11 +128,16 @@ class Components:
             torch.set_num_threads(s.torch_threads)
 
         def detector() -> None:
+            h = self.health["detector"]
             det = build_detector(s)
+            if isinstance(det, _ReportsDegradation):
+                det.on_degraded = lambda reason: self._degrade("detector", reason)
+            t0 = time.perf_counter()
             det.warmup()
+            h.info["warmup_s"] = round(time.perf_counter() - t0, 2)
             self.detector = det
-            self.health["detector"].device = det.info.device
-            self.health["detector"].info.update(name=det.info.name, precision=det.info.precision)
+            h.device = det.info.device
+            h.info.update(name=det.info.name, precision=det.info.precision, selected=s.detector)
 
         def embedder() -> None:
             emb = build_embedder(s)
@@ -129,6 +163,10 @@ class Components:
                 raise RuntimeError(h.detail + ": " + "; ".join(self.catalog.errors))
 
         def state_store() -> None:
+            probe = self.probes.get("state_store")
+            if probe is not None:
+                probe(self.health["state_store"])
+                return
             self.health["state_store"].device = "in-process"
             self.health["state_store"].info["backend"] = "memory"
 
@@ -154,13 +192,27 @@ class Components:
     def essentials_ready(self) -> bool:
         return all(h.state is ComponentState.READY for h in self.health.values() if h.essential)
 
+    def refresh(self) -> None:
+        """Let the run-time probes update their components' health (loaded components only)."""
+        for name, probe in self.probes.items():
+            h = self.health.get(name)
+            if h is not None and h.state is ComponentState.READY:
+                probe(h)
+
     def overall(self) -> str:
         """``starting`` while loading; ``unhealthy`` when an essential failed; else healthy/degraded."""
+        self.refresh()
         hs = self.health.values()
         if any(h.essential and h.state is ComponentState.FAILED for h in hs):
             return "unhealthy"
         if any(h.essential and h.state is ComponentState.LOADING for h in hs):
             return "starting"
-        if any(h.state is not ComponentState.READY for h in hs):
+        if any(h.state is not ComponentState.READY or h.info.get("degraded") for h in hs):
             return "degraded"
         return "healthy"
+
+    def _degrade(self, name: str, reason: str) -> None:
+        """A component that keeps working at reduced capacity (e.g. a smaller batch after CUDA OOM)."""
+        h = self.health[name]
+        h.info["degraded"] = reason
+        h.detail = reason

@@ -17,8 +17,8 @@ import numpy as np
 from app.models.base import AppearanceEmbedder, Detections, ImageBGR, PersonDetector
 from app.services.frame_encoder import FrameEncoder
 from app.services.homography import HomographyService
-from app.services.reid import IdentityRegistry, Observation
-from app.services.tracking import CameraTracker
+from app.services.reid import IdentityEvent, IdentityRegistry, Observation
+from app.services.tracking import CameraTracker, TrackedBox
 from app.services.video_data_manager import GlobalFrame
 from app.utils.wire import FrameHeader, pack_frame
 
@@ -51,6 +51,8 @@ class FrameResult:
     timestamp_video_s: float
     cameras: list[CameraResult]
     stage_ms: dict[str, float] = field(default_factory=dict)
+    identity_events: list[IdentityEvent] = field(default_factory=list)
+    """What the identity registry decided this frame (created, matched, merged, moved, lost)."""
 
     @property
     def persons(self) -> int:
@@ -94,12 +96,15 @@ class FrameProcessor:
         trackers: dict[str, CameraTracker],
         homography: HomographyService,
         identities: IdentityRegistry,
+        embed_every_n: int = 5,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
         self.trackers = trackers
         self.homography = homography
         self.identities = identities
+        self.embed_every_n = max(1, embed_every_n)
+        self._described: dict[tuple[str, int], tuple[int, int]] = {}
 
     def process(self, gf: GlobalFrame) -> FrameResult:
         ms: dict[str, float] = {}
@@ -110,39 +115,96 @@ class FrameProcessor:
         detections = self.detector.detect(images) if images else []
         ms["detect"] = _lap(t)
 
+        # A tracker that uses appearance needs every detection embedded before it runs; otherwise only the
+        # tracks the identity registry needs this frame are embedded, after tracking.
         t = time.perf_counter()
-        embeddings = self._embed(images, detections)
+        appearance = any(self.trackers[c].uses_appearance for c in cams)
+        det_emb: list[np.ndarray | None] = (
+            list(self._embed(images, detections)) if appearance else [None] * len(cams)
+        )
         ms["embed"] = _lap(t)
 
         t = time.perf_counter()
-        per_cam_tracks = []
-        observations: list[Observation] = []
-        for cid, image, det, emb in zip(cams, images, detections, embeddings, strict=True):
+        per_cam = []
+        for cid, image, det, emb in zip(cams, images, detections, det_emb, strict=True):
             tracks = self.trackers[cid].update(image, det, emb)
             boxes = np.array([tr.bbox_xyxy for tr in tracks], np.float64).reshape(-1, 4)
-            xy = self.homography.boxes_to_map(cid, boxes)
-            per_cam_tracks.append((cid, tracks, xy))
-            for tr, p in zip(tracks, xy, strict=True):
-                e = emb[tr.det_index] if 0 <= tr.det_index < len(emb) and np.any(emb[tr.det_index]) else None
-                pos = (float(p[0]), float(p[1])) if np.all(np.isfinite(p)) else None
-                observations.append(Observation(cid, tr.track_id, e, pos))
+            per_cam.append((cid, tracks, self.homography.boxes_to_map(cid, boxes)))
         ms["track"] = _lap(t)
 
         t = time.perf_counter()
+        wanted = self._tracks_to_describe(gf.index, per_cam, detections)
+        vectors = self._embed_wanted(images, detections, det_emb, wanted)
+        ms["embed"] += _lap(t)
+
+        t = time.perf_counter()
+        observations: list[Observation] = []
+        for ci, (cid, tracks, xy) in enumerate(per_cam):
+            for tr, p in zip(tracks, xy, strict=True):
+                pos = (float(p[0]), float(p[1])) if np.all(np.isfinite(p)) else None
+                observations.append(
+                    Observation(
+                        cid, tr.track_id, vectors.get((ci, tr.track_id)), pos, tr.confidence, tr.bbox_xyxy
+                    )
+                )
         gids = self.identities.assign(observations, gf.timestamp_s)
         ms["reid"] = _lap(t)
 
         results: list[CameraResult] = []
         k = 0
-        for (cid, tracks, _), image in zip(per_cam_tracks, images, strict=True):
+        for (cid, tracks, _), image in zip(per_cam, images, strict=True):
             outs = []
             for tr in tracks:
-                o = observations[k]
-                outs.append(TrackOut(tr.track_id, gids[k], tr.bbox_xyxy, tr.confidence, o.map_xy))
+                outs.append(TrackOut(tr.track_id, gids[k], tr.bbox_xyxy, tr.confidence, observations[k].map_xy))
                 k += 1
             cf = gf.frames[cid]
             results.append(CameraResult(cid, cf.frame_index, cf.timestamp_s, outs, image))
-        return FrameResult(gf.index, gf.timestamp_s, results, ms)
+        return FrameResult(gf.index, gf.timestamp_s, results, ms, self.identities.drain_events())
+
+    def _tracks_to_describe(
+        self, frame_no: int, per_cam: list[tuple[str, list[TrackedBox], np.ndarray]], detections: list[Detections]
+    ) -> list[tuple[int, int, int]]:
+        """(camera slot, track id, detection index) of tracks to embed now: a track's first frame with a
+        detection, then every ``embed_every_n``-th. Counters of tracks not seen for a while are dropped."""
+        wanted = []
+        for ci, (cid, tracks, _) in enumerate(per_cam):
+            for tr in tracks:
+                if not 0 <= tr.det_index < len(detections[ci]):
+                    continue
+                key = (cid, tr.track_id)
+                n, _ = self._described.get(key, (0, frame_no))
+                if n % self.embed_every_n == 0:
+                    wanted.append((ci, tr.track_id, tr.det_index))
+                self._described[key] = (n + 1, frame_no)
+        if frame_no % 256 == 0:
+            self._described = {k: v for k, v in self._described.items() if frame_no - v[1] < 1000}
+        return wanted
+
+    def _embed_wanted(
+        self,
+        images: list[ImageBGR],
+        detections: list[Detections],
+        det_emb: list[np.ndarray | None],
+        wanted: list[tuple[int, int, int]],
+    ) -> dict[tuple[int, int], np.ndarray]:
+        """Embeddings of the wanted tracks, keyed by (camera slot, track id); one batched call for all."""
+        out: dict[tuple[int, int], np.ndarray] = {}
+        todo: list[tuple[int, int]] = []
+        crops: list[ImageBGR] = []
+        for ci, tid, di in wanted:
+            pre = det_emb[ci]
+            if pre is not None:
+                if np.any(pre[di]):
+                    out[(ci, tid)] = pre[di]
+                continue
+            c, kept = crop_boxes(images[ci], detections[ci].boxes[di : di + 1])
+            if kept:
+                crops.append(c[0])
+                todo.append((ci, tid))
+        if crops:
+            for key, v in zip(todo, self.embedder.embed(crops), strict=True):
+                out[key] = v
+        return out
 
     def _embed(self, images: list[ImageBGR], detections: list[Detections]) -> list[np.ndarray]:
         """One embedder call for every crop of every camera; rows of zeros for boxes too small to crop."""

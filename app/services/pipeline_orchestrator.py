@@ -13,28 +13,33 @@ bounded too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
 
 from app.core.config import Settings
 from app.core.lifecycle import Components, gpu_summary
-from app.services.environments import EnvironmentSpec
-from app.services.frame_encoder import FrameEncoder, TurboJpegEncoder
+from app.services.environments import CameraSpec, EnvironmentSpec
+from app.services.frame_encoder import FrameEncoder, build_encoder
 from app.services.frame_processor import EncodedFrame, FrameProcessor, FrameResult, encode_frame
 from app.services.homography import HomographyService
 from app.services.jpeg_quality import QualityController
 from app.services.notifications import FrameMessage, NotificationHub
 from app.services.processing_task import TaskState, TaskStatus
-from app.services.reid import IdentityRegistry, ReIdConfig
-from app.services.video_data_manager import SynchronizedReader, VideoDataManagerService
+from app.services.reid import IdentityRegistry
+from app.services.video_data_manager import FrameSource, SynchronizedReader, VideoDataManagerService
+from app.services.video_sources.base import DownloadProgress
 from app.utils.loop_monitor import LoopLagMonitor
+
+if TYPE_CHECKING:
+    from app.stores.history.recorder import HistoryRecorder, TaskHistory
 
 log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 2
@@ -52,15 +57,18 @@ class PipelineOrchestrator:
         videos: VideoDataManagerService | None = None,
         loop_monitor: LoopLagMonitor | None = None,
         encoder: FrameEncoder | None = None,
+        history: HistoryRecorder | None = None,
     ) -> None:
         self.task = task
+        self.history = history
+        self._history: TaskHistory | None = None
         self.env = environment
         self.components = components
         self.hub = hub
         self.settings = settings
-        self.videos = videos or VideoDataManagerService()
+        self.videos = videos or VideoDataManagerService(settings)
         self.loop_monitor = loop_monitor
-        self.encoder = encoder or TurboJpegEncoder()
+        self.encoder = encoder or build_encoder(settings.jpeg_encoder)
         self.stop_requested = asyncio.Event()
         self.quality = QualityController(settings.jpeg_quality, settings.jpeg_quality_min, settings.jpeg_quality_max)
         self._latencies: deque[float] = deque(maxlen=500)
@@ -75,6 +83,8 @@ class PipelineOrchestrator:
     async def run(self) -> None:
         task = self.task
         try:
+            if self.history is not None:
+                self._history = self.history.open_task(task)
             task.set(TaskStatus.INITIALIZING, "waiting for models")
             await self.components.wait_loaded()
             if not self.components.essentials_ready():
@@ -82,7 +92,10 @@ class PipelineOrchestrator:
                 raise RuntimeError("models not available: " + "; ".join(failed))
             task.set(step="opening videos")
             cams = [self.env.cameras[c] for c in task.camera_ids]
-            sources = await asyncio.to_thread(self.videos.open, cams)
+            sources = await self._open_sources(cams)
+            if sources is None:  # stopped while the first sub-videos were downloading
+                task.set(TaskStatus.STOPPED, "stopped", "stopped on request")
+                return
             reader = SynchronizedReader(sources, read_ahead=self.settings.read_ahead_frames)
             processor = self._build_processor()
             reader.start()
@@ -102,8 +115,50 @@ class PipelineOrchestrator:
             log.exception("task %s failed", task.task_id)
             task.set(TaskStatus.FAILED, "failed", f"{type(exc).__name__}: {exc}")
         finally:
+            if self._history is not None:
+                self._history.update(task)
             self.hub.publish_json(task.task_id, self.status_message())
             self.hub.close_task(task.task_id)
+
+    async def _open_sources(self, cams: list[CameraSpec]) -> list[FrameSource] | None:
+        """The cameras' sources, or None when stopped first. While remote sub-videos arrive the task is
+        DOWNLOADING with byte progress, on the status endpoint and (every ``status_interval_s``) the WebSocket."""
+        task = self.task
+        next_publish = 0.0
+        downloaded = False
+
+        def on_download(p: DownloadProgress) -> None:
+            nonlocal next_publish, downloaded
+            downloaded = True
+            task.progress = p.fraction
+            mib = 2**20
+            task.set(
+                TaskStatus.DOWNLOADING,
+                "downloading videos",
+                f"first sub-videos: {p.files_done}/{p.files_total} files, "
+                f"{p.done_bytes / mib:.1f} of {p.total_bytes / mib:.1f} MiB",
+            )
+            if time.monotonic() >= next_publish:
+                self.hub.publish_json(task.task_id, self.status_message())
+                next_publish = time.monotonic() + self.settings.status_interval_s
+
+        opening = asyncio.ensure_future(self.videos.open_async(cams, on_download=on_download))
+        stopping = asyncio.ensure_future(self.stop_requested.wait())
+        try:
+            await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not opening.done():
+                opening.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await opening
+        if opening.cancelled():
+            return None
+        sources = opening.result()
+        if downloaded:
+            task.progress = 0.0
+            task.set(step="opening videos", details="")
+        return sources
 
     def _build_processor(self) -> FrameProcessor:
         c = self.components
@@ -112,18 +167,13 @@ class PipelineOrchestrator:
         trackers = {
             cid: c.tracker_factory.create(cid, self.env.cameras[cid].fps or 10.0) for cid in self.task.camera_ids
         }
-        reid_cfg = ReIdConfig(
-            match_threshold=s.reid_match_threshold,
-            max_map_distance_m=s.reid_max_map_distance_m,
-            gallery_size=s.reid_gallery_size,
-            identity_ttl_s=s.reid_identity_ttl_s,
-        )
         return FrameProcessor(
             detector=c.detector,
             embedder=c.embedder,
             trackers=dict(trackers),
             homography=HomographyService(self.env),
-            identities=IdentityRegistry(c.embedder.dim, reid_cfg),
+            identities=IdentityRegistry.from_settings(s, c.embedder.dim, self.env),
+            embed_every_n=s.reid_embed_every_n,
         )
 
     # -- main loop ------------------------------------------------------------------------------
@@ -133,6 +183,8 @@ class PipelineOrchestrator:
         period = 1.0 / reader.fps
         total = reader.total_frames
         task.set(TaskStatus.PROCESSING, "processing")
+        if self._history is not None:
+            self._history.started(task, reader.fps)
         start = self._started_at = time.monotonic()
         next_status = start
         in_flight: deque[asyncio.Task[None]] = deque()
@@ -142,6 +194,9 @@ class PipelineOrchestrator:
                 gf = await asyncio.to_thread(reader.get)
                 if gf is None:
                     break
+                # Latency counts from when the frame exists: its decode, or — played as if live — the moment
+                # a live camera would deliver it (frames are decoded ahead of that moment on purpose).
+                available_at = max(f.decoded_at for f in gf.frames.values())
                 if speed > 0:
                     due = start + gf.timestamp_s / speed
                     now = time.monotonic()
@@ -151,13 +206,13 @@ class PipelineOrchestrator:
                     if now < due:
                         await asyncio.sleep(due - now)
                         self._sleep_s += time.monotonic() - now
-                decoded_at = min(f.decoded_at for f in gf.frames.values())
+                    available_at = max(available_at, due)
                 result = await asyncio.to_thread(processor.process, gf)
                 self._model_ms_total += result.model_ms
                 while len(in_flight) >= MAX_IN_FLIGHT:
                     await in_flight.popleft()
                 previous = in_flight[-1] if in_flight else None
-                job = self._encode_and_publish(result, decoded_at, processor, pool, previous)
+                job = self._encode_and_publish(result, available_at, processor, pool, previous)
                 in_flight.append(asyncio.create_task(job))
                 if total:
                     task.progress = min(1.0, (gf.index + 1) / total)
@@ -211,6 +266,8 @@ class PipelineOrchestrator:
         for enc in encoded:
             self.hub.publish_frame(tid, FrameMessage(enc.camera_id, enc.message, decoded_at, enc.low))
         self.hub.publish_json(tid, self.tracking_message(result))
+        for event in result.identity_events:
+            self.hub.publish_json(tid, {**event.to_message(), "task_id": tid})
         self.hub.publish_json(
             tid,
             {
@@ -228,6 +285,8 @@ class PipelineOrchestrator:
         self._done_times.append((now, dict(st.camera_frames)))
         st.persons_now = result.persons
         st.global_ids_total = processor.identities.total_identities
+        if self._history is not None:
+            self._history.frame(result)
         for k, v in result.stage_ms.items():
             self._stage_ms.setdefault(k, deque(maxlen=50)).append(v)
         self._update_rates()
@@ -295,10 +354,12 @@ class PipelineOrchestrator:
             "outside_models_share": st.outside_models_share,
             "jpeg_quality": st.jpeg_quality,
             "event_loop_lag_ms": self.loop_monitor.summary() if self.loop_monitor else None,
+            "websocket": self.hub.client_stats(t.task_id),
             "frames_processed": st.frames_processed,
             "frames_skipped": st.frames_skipped,
             "persons_now": st.persons_now,
             "global_ids_total": st.global_ids_total,
+            "history": self.history.stats() if self.history is not None else None,
             "cpu_percent": psutil.cpu_percent(interval=None),
             "gpu": gpu_summary(),
             "detector": {"name": det.info.get("name"), "device": det.device, "precision": det.info.get("precision")},

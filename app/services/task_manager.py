@@ -1,4 +1,8 @@
-"""Creates, runs, stops and lists processing tasks; at most ``max_concurrent_tasks`` run at once."""
+"""Creates, runs, stops and lists processing tasks; at most ``max_concurrent_tasks`` run at once.
+
+Tasks run in this process; ``find`` also reports a task that runs in another API process sharing the
+live-state store (its status snapshot, see ``app.stores``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from typing import TYPE_CHECKING
 
 from app.core.config import Settings
 from app.core.lifecycle import Components
@@ -13,7 +18,13 @@ from app.services.environment_catalog import EnvironmentCatalog
 from app.services.notifications import NotificationHub
 from app.services.pipeline_orchestrator import PipelineOrchestrator
 from app.services.processing_task import TaskState, TaskStatus
+from app.services.video_data_manager import VideoDataManagerService
+from app.stores.live_state import LiveStateStore
+from app.stores.task_snapshot import snapshot_of, task_from_snapshot
 from app.utils.loop_monitor import LoopLagMonitor
+
+if TYPE_CHECKING:
+    from app.stores.history.recorder import HistoryRecorder
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +49,27 @@ class TaskManager:
         components: Components,
         hub: NotificationHub,
         loop_monitor: LoopLagMonitor | None = None,
+        live: LiveStateStore | None = None,
+        history: HistoryRecorder | None = None,
     ) -> None:
         self.settings = settings
+        self.history = history
+        """Where tasks record their tracking history (None: not recorded)."""
+        self.live = live
+        """Where other API processes find this process's tasks (and this one theirs)."""
         self.catalog = catalog
         self.components = components
         self.hub = hub
         self.loop_monitor = loop_monitor
+        self.videos = VideoDataManagerService(settings)
+        """Shared by every task (and the media endpoint): one video cache, one download per object."""
         self._tasks: dict[str, TaskState] = {}
         self._runners: dict[str, PipelineOrchestrator] = {}
         self._handles: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(max(1, settings.max_concurrent_tasks))
 
-    def start(self, environment_id: str, camera_ids: list[str] | None = None) -> TaskState:
+    async def start(self, environment_id: str, camera_ids: list[str] | None = None) -> TaskState:
+        """Start a task; once this returns, other API processes can find it (unless the store is down)."""
         env = self.catalog.get(environment_id)
         if env is None:
             raise UnknownEnvironmentError(environment_id)
@@ -61,13 +81,25 @@ class TaskManager:
             raise UnknownCameraError("camera_ids has duplicates")
         task = TaskState(task_id=uuid.uuid4().hex, environment_id=env.id, camera_ids=cams)
         self.hub.open_task(task.task_id)
+        if self.live is not None:
+            self.live.register_task(task.task_id, lambda: snapshot_of(task))
         runner = PipelineOrchestrator(
-            task, env, self.components, self.hub, self.settings, loop_monitor=self.loop_monitor
+            task,
+            env,
+            self.components,
+            self.hub,
+            self.settings,
+            videos=self.videos,
+            loop_monitor=self.loop_monitor,
+            history=self.history,
         )
         self._tasks[task.task_id] = task
         self._runners[task.task_id] = runner
         self._handles[task.task_id] = asyncio.create_task(self._run(runner), name=f"task-{task.task_id}")
         log.info("task %s started on %s cameras %s", task.task_id, env.id, cams)
+        live = self.live
+        if live is not None and live.health().connected and not await live.flush(self.settings.redis_timeout_s):
+            log.warning("task %s: not yet visible to other API processes (live state store slow)", task.task_id)
         return task
 
     async def _run(self, runner: PipelineOrchestrator) -> None:
@@ -82,6 +114,24 @@ class TaskManager:
         try:
             return self._tasks[task_id]
         except KeyError:
+            raise UnknownTaskError(task_id) from None
+
+    def is_local(self, task_id: str) -> bool:
+        return task_id in self._tasks
+
+    async def find(self, task_id: str) -> TaskState:
+        """The task, from this process or (as its latest snapshot) from the one that runs it.
+        Raises ``UnknownTaskError``, or ``LiveStateUnavailableError`` when the store cannot be read."""
+        local = self._tasks.get(task_id)
+        if local is not None:
+            return local
+        snapshot = await self.live.get_task(task_id) if self.live is not None else None
+        if snapshot is None:
+            raise UnknownTaskError(task_id)
+        try:
+            return task_from_snapshot(snapshot)
+        except ValueError:
+            log.warning("task %s: unreadable snapshot in the live state store: %.200s", task_id, snapshot)
             raise UnknownTaskError(task_id) from None
 
     def runner(self, task_id: str) -> PipelineOrchestrator:
@@ -109,3 +159,4 @@ class TaskManager:
             for h in pending:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await h
+        await asyncio.to_thread(self.videos.close)

@@ -68,8 +68,14 @@ class TrackedBox:
 class CameraTracker(Protocol):
     """Tracks people in one camera's frame sequence."""
 
-    def update(self, frame: ImageBGR, detections: Detections, embeddings: FloatArray) -> list[TrackedBox]:
-        """Advance one frame. `embeddings` has one row per detection (any width, constant per tracker)."""
+    @property
+    def uses_appearance(self) -> bool:
+        """Whether `update` needs an embedding per detection (else it tracks by motion and overlap alone)."""
+        ...
+
+    def update(self, frame: ImageBGR, detections: Detections, embeddings: FloatArray | None) -> list[TrackedBox]:
+        """Advance one frame. `embeddings` has one row per detection (any width, constant per tracker);
+        None when the tracker does not use appearance."""
         ...
 
     def reset(self) -> None:
@@ -93,6 +99,9 @@ class BotSortParams:
     """Maximum IoU distance at which appearance may decide a match."""
     cmc_method: str | None = None
     """Camera-motion compensation (``"sof"``, ``"orb"``, ``"ecc"``, ``"sift"``); None for fixed cameras."""
+    use_appearance: bool = True
+    """Feed our embeddings to BoT-SORT's appearance cue. Off, it matches by motion and IoU only, and the
+    pipeline embeds only the crops the identity registry needs (much cheaper on a CPU)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BotSortParams:
@@ -104,6 +113,7 @@ class BotSortParams:
             match_thresh=settings.tracker_match_thresh,
             appearance_thresh=settings.tracker_appearance_thresh,
             proximity_thresh=settings.tracker_proximity_thresh,
+            use_appearance=settings.tracker_use_appearance,
         )
 
 
@@ -120,6 +130,10 @@ class BotSortCameraTracker:
         self._known_ids: set[int] = set()
         self._tracker = self._make_tracker()
 
+    @property
+    def uses_appearance(self) -> bool:
+        return self.params.use_appearance
+
     def _make_tracker(self) -> BotSort:
         p = self.params
         return BotSort(
@@ -133,7 +147,7 @@ class BotSortCameraTracker:
             use_cmc=p.cmc_method is not None,
             cmc_method=p.cmc_method or "sof",
             frame_rate=max(1, round(self.fps)),
-            use_embeddings=True,
+            use_embeddings=p.use_appearance,
             reid_weights=None,
             device="cpu",
         )
@@ -143,9 +157,13 @@ class BotSortCameraTracker:
         self._frame_no = 0
         self._known_ids.clear()
 
-    def update(self, frame: ImageBGR, detections: Detections, embeddings: FloatArray) -> list[TrackedBox]:
+    def update(self, frame: ImageBGR, detections: Detections, embeddings: FloatArray | None) -> list[TrackedBox]:
         n = len(detections)
-        if embeddings.shape[0] != n:
+        if not self.uses_appearance:
+            embeddings = None
+        elif embeddings is None:
+            raise ValueError("this tracker uses appearance: pass one embedding row per detection")
+        if embeddings is not None and embeddings.shape[0] != n:
             raise ValueError(f"{n} detections but {embeddings.shape[0]} embedding rows")
         boxes = np.asarray(detections.boxes, np.float32).reshape(-1, 4)
         scores = np.asarray(detections.scores, np.float32).reshape(-1)
@@ -158,7 +176,7 @@ class BotSortCameraTracker:
         self._frame_no += 1
         sample_id = f"{self.camera_id}:{self._frame_no}"
         emb_tensor = None
-        if len(keep):
+        if len(keep) and embeddings is not None:
             emb = np.ascontiguousarray(embeddings[keep], np.float32)
             if emb.ndim != 2 or emb.shape[1] == 0:
                 raise ValueError(f"embeddings must be N×D with D > 0, got shape {embeddings.shape}")

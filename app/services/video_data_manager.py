@@ -8,10 +8,12 @@ before that time — so cameras recorded at different rates stay in sync.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -19,8 +21,12 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from app.core.config import Settings, get_settings
 from app.models.base import ImageBGR
 from app.services.environments import CameraSpec
+from app.services.video_sources.base import DownloadProgress, VideoStoreError
+from app.services.video_sources.library import PreparedCamera, VideoLibrary
+from app.services.video_sources.segmented import SegmentedVideoSource
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +73,8 @@ class LocalVideoSource:
 
     def __init__(self, camera: CameraSpec) -> None:
         self.camera = camera
-        path = Path(camera.video)
-        if not path.is_file():
+        path = camera.video
+        if not isinstance(path, Path) or not path.is_file():
             raise VideoSourceError(f"camera '{camera.id}': video file not found: {path}")
         self._cap = cv2.VideoCapture(str(path))
         if not self._cap.isOpened():
@@ -91,28 +97,115 @@ class LocalVideoSource:
 
 
 class VideoDataManagerService:
-    """Opens the video sources of a task's cameras (local files; more sources plug in here)."""
+    """Opens the video sources of a task's cameras: a local file, or sub-videos played back to back from a
+    local folder or an S3 prefix (downloaded through the shared cache; see ``app/services/video_sources``).
+
+    One per server, so that every task shares one cache and one download per object."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.library = VideoLibrary(self.settings)
 
     def open(self, cameras: list[CameraSpec]) -> list[FrameSource]:
+        """Blocking :meth:`open_async`, for a thread with no event loop running."""
+        return asyncio.run(self.open_async(cameras))
+
+    async def open_async(
+        self, cameras: list[CameraSpec], on_download: Callable[[DownloadProgress], None] | None = None
+    ) -> list[FrameSource]:
+        """One source per camera, in order; remote cameras are ready once their first sub-video is local,
+        and ``on_download`` hears the bytes arriving meanwhile."""
+        segmented = [c for c in cameras if not (isinstance(c.video, Path) and not c.video.is_dir())]
+        try:
+            prepared = {p.camera.id: p for p in await self.library.prepare(segmented, on_download)}
+        except VideoStoreError as exc:
+            raise VideoSourceError(str(exc)) from exc
         sources: list[FrameSource] = []
         try:
             for cam in cameras:
-                sources.append(LocalVideoSource(cam))
-        except Exception:
+                p = prepared.pop(cam.id, None)
+                if p is None:
+                    sources.append(await asyncio.to_thread(LocalVideoSource, cam))
+                else:
+                    sources.append(await asyncio.to_thread(self._segmented, p))
+        except BaseException as exc:
             for s in sources:
                 s.close()
+            for p in prepared.values():
+                p.first.release()
+            if isinstance(exc, VideoStoreError):
+                raise VideoSourceError(str(exc)) from exc
             raise
         return sources
+
+    def _segmented(self, p: PreparedCamera) -> FrameSource:
+        return SegmentedVideoSource(
+            p.camera,
+            p.store,
+            p.subs,
+            p.first,
+            CameraFrame,
+            prefetch=self.settings.video_prefetch,
+            frame_count=p.frame_count,
+        )
+
+    def close(self) -> None:
+        """Stop downloads and the S3 client (at server shutdown)."""
+        self.library.close()
 
 
 _END = object()
 
 
-class SynchronizedReader:
-    """Decodes all cameras of a task in a background thread and yields aligned global frames.
+class _Prefetcher:
+    """Decodes one camera in its own thread, a couple of frames ahead (decoders release the GIL, so cameras
+    decode in parallel)."""
 
-    The queue between the thread and the consumer is bounded (``read_ahead``): when the consumer is slow,
-    the reader waits instead of piling up decoded frames.
+    def __init__(self, source: FrameSource, stop: threading.Event, depth: int = 2) -> None:
+        self.source = source
+        self._stop = stop
+        self._queue: queue.Queue[CameraFrame | BaseException | None] = queue.Queue(maxsize=max(1, depth))
+        self._thread = threading.Thread(target=self._run, name=f"decode-{source.camera.id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        item: CameraFrame | BaseException | None
+        while not self._stop.is_set():
+            try:
+                item = self.source.read()
+            except BaseException as exc:  # handed to the reader thread, which reports it
+                item = exc
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if item is None or isinstance(item, BaseException):
+                return
+
+    def read(self) -> CameraFrame | None:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return None
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+    def join(self) -> None:
+        self._thread.join(timeout=5)
+
+
+class SynchronizedReader:
+    """Decodes all cameras of a task ahead of use and yields aligned global frames.
+
+    Each camera decodes in its own thread (``_Prefetcher``); one thread aligns them by timestamp into global
+    frames. Every queue on the way is bounded (``read_ahead`` global frames): when the consumer is slow, the
+    decoders wait instead of piling up frames.
     """
 
     def __init__(self, sources: list[FrameSource], read_ahead: int = 4) -> None:
@@ -125,6 +218,7 @@ class SynchronizedReader:
         )
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, read_ahead))
         self._stop = threading.Event()
+        self._stop_decoders = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="video-reader", daemon=True)
 
@@ -141,19 +235,21 @@ class SynchronizedReader:
         return False
 
     def _run(self) -> None:
+        decoders: list[_Prefetcher] = []
         try:
-            pending: dict[str, CameraFrame | None] = {s.camera.id: s.read() for s in self._sources}
+            decoders = [_Prefetcher(s, self._stop_decoders) for s in self._sources]
+            pending: dict[str, CameraFrame | None] = {d.source.camera.id: d.read() for d in decoders}
             half = 0.5 / self.fps
             g = 0
             while not self._stop.is_set():
                 t = g / self.fps
                 frames: dict[str, CameraFrame] = {}
-                for s in self._sources:
-                    cid = s.camera.id
+                for d in decoders:
+                    cid = d.source.camera.id
                     nxt = pending[cid]
                     while nxt is not None and nxt.timestamp_s <= t + half:
                         frames[cid] = nxt
-                        nxt = s.read()
+                        nxt = d.read()
                     pending[cid] = nxt
                 if frames:
                     if not self._put(GlobalFrame(g, t, frames)):
@@ -164,6 +260,9 @@ class SynchronizedReader:
         except BaseException as exc:  # surfaced to the consumer, never lost in the thread
             self._error = exc
         finally:
+            self._stop_decoders.set()
+            for d in decoders:
+                d.join()
             for s in self._sources:
                 s.close()
             self._put(_END)
@@ -181,4 +280,5 @@ class SynchronizedReader:
 
     def close(self) -> None:
         self._stop.set()
+        self._stop_decoders.set()
         self._thread.join(timeout=5)

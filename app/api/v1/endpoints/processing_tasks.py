@@ -1,4 +1,8 @@
-"""Processing tasks: start, status, stop, list."""
+"""Processing tasks: start, status, stop, list.
+
+Status also answers for a task that runs in another API process sharing the live-state store (from its
+latest snapshot, at most about a second old); stop and the list cover this process's tasks.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,13 @@ from app.api.deps import AppContext, get_context
 from app.api.v1.schemas import ErrorResponse, StartTaskRequest, StartTaskResponse, TaskStatusResponse
 from app.services.processing_task import TaskState
 from app.services.task_manager import UnknownCameraError, UnknownEnvironmentError, UnknownTaskError
+from app.stores.live_state import LiveStateUnavailableError
 
 router = APIRouter(prefix="/processing-tasks", tags=["processing-tasks"])
 Ctx = Annotated[AppContext, Depends(get_context)]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
+STATUS_ERRORS: dict[int | str, dict[str, Any]] = {**NOT_FOUND, 503: {"model": ErrorResponse}}
+STOP_ERRORS: dict[int | str, dict[str, Any]] = {**STATUS_ERRORS, 409: {"model": ErrorResponse}}
 
 
 def to_status(t: TaskState) -> TaskStatusResponse:
@@ -44,11 +51,17 @@ def to_status(t: TaskState) -> TaskStatusResponse:
     )
 
 
-def _task(ctx: AppContext, task_id: str) -> TaskState:
+def _not_found(task_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"processing task '{task_id}' not found")
+
+
+async def _find(ctx: AppContext, task_id: str) -> TaskState:
     try:
-        return ctx.tasks.get(task_id)
+        return await ctx.tasks.find(task_id)
     except UnknownTaskError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"processing task '{task_id}' not found") from None
+        raise _not_found(task_id) from None
+    except LiveStateUnavailableError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
 
 
 @router.post(
@@ -59,7 +72,7 @@ def _task(ctx: AppContext, task_id: str) -> TaskState:
 )
 async def start_task(body: StartTaskRequest, request: Request, ctx: Ctx) -> StartTaskResponse:
     try:
-        task = ctx.tasks.start(body.environment_id, body.camera_ids)
+        task = await ctx.tasks.start(body.environment_id, body.camera_ids)
     except UnknownEnvironmentError:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"environment '{body.environment_id}' not found"
@@ -76,14 +89,18 @@ async def start_task(body: StartTaskRequest, request: Request, ctx: Ctx) -> Star
     )
 
 
-@router.get("/{task_id}/status", response_model=TaskStatusResponse, responses=NOT_FOUND)
+@router.get("/{task_id}/status", response_model=TaskStatusResponse, responses=STATUS_ERRORS)
 async def task_status(task_id: str, ctx: Ctx) -> TaskStatusResponse:
-    return to_status(_task(ctx, task_id))
+    return to_status(await _find(ctx, task_id))
 
 
-@router.post("/{task_id}/stop", response_model=TaskStatusResponse, responses=NOT_FOUND)
+@router.post("/{task_id}/stop", response_model=TaskStatusResponse, responses=STOP_ERRORS)
 async def stop_task(task_id: str, ctx: Ctx) -> TaskStatusResponse:
-    _task(ctx, task_id)
+    if not ctx.tasks.is_local(task_id):
+        await _find(ctx, task_id)
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"processing task '{task_id}' runs in another server process: stop it there"
+        )
     return to_status(ctx.tasks.stop(task_id))
 
 
