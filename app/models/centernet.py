@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, cast
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from app.models.base import Detections, FloatArray, ImageBGR, ModelInfo
 from app.models.nanodet import nms
+from app.models.onnx_session import cpu_session
 from app.models.tiling import Tile, plan_tiles, tile_count
 
 if TYPE_CHECKING:
@@ -64,13 +64,7 @@ class CenterNetDetector:
         self.tiles = tiles
         self.tile_overlap = float(tile_overlap)
 
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.inter_op_num_threads = 1
-        if threads > 0:
-            opts.intra_op_num_threads = threads
-        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(path, threads)
         inp = self._session.get_inputs()[0]
         if list(inp.shape[1:]) != [INPUT_SIZE, INPUT_SIZE, 3]:
             raise ValueError(f"{path} takes {inp.shape}, not [batch, 512, 512, 3]; convert it with "

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Literal, cast
 import cv2
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from app.models.base import Detections, FloatArray, ImageBGR, ModelInfo
+from app.models.onnx_session import cpu_session
 
 if TYPE_CHECKING:
     from app.core.config import Settings
@@ -110,13 +110,7 @@ class NanoDetDetector:
         self.tiles: TileMode = tiles
         self.tile_overlap = float(tile_overlap)
 
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.inter_op_num_threads = 1
-        if threads > 0:
-            opts.intra_op_num_threads = threads
-        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(path, threads)
         self._input = self._session.get_inputs()[0].name
         batch_dim = self._session.get_inputs()[0].shape[0]
         self._dynamic_batch = not isinstance(batch_dim, int)
