@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Literal
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from app.models.base import FloatArray, ImageBGR, ModelInfo
+from app.models.batching import embed_in_batches
 
 if TYPE_CHECKING:
     from app.core.config import Settings
@@ -162,14 +162,11 @@ class ClipReIdEmbedder:
     def embed(self, crops: list[ImageBGR]) -> FloatArray:
         if not crops:
             return np.zeros((0, self.dim), np.float32)
-        out = np.empty((len(crops), self.dim), np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(crops), self.batch_size):
-                chunk = crops[start : start + self.batch_size]
-                x = letterbox_batch(chunk, self.side, self.mean, self.std).to(self.device, self._dtype)
-                feats = F.normalize(self.model(x).float(), dim=1)
-                out[start : start + len(chunk)] = feats.cpu().numpy()
-        return out
+
+        def forward(chunk: list[ImageBGR]) -> torch.Tensor:
+            return self.model(letterbox_batch(chunk, self.side, self.mean, self.std).to(self.device, self._dtype))
+
+        return embed_in_batches(crops, self.batch_size, self.dim, forward)
 
     def warmup(self) -> None:
         self.embed([np.full((128, 64, 3), 127, np.uint8)] * 2)

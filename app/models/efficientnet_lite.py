@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.models.base import FloatArray, ImageBGR, ModelInfo
+from app.models.batching import embed_in_batches
 
 if TYPE_CHECKING:
     from app.core.config import Settings
@@ -226,17 +227,14 @@ class EfficientNetLite0Embedder:
     def embed(self, crops: list[ImageBGR]) -> FloatArray:
         if not crops:
             return np.zeros((0, self.dim), np.float32)
-        out = np.empty((len(crops), self.dim), np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(crops), self.batch_size):
-                chunk = crops[start : start + self.batch_size]
-                x = preprocess(chunk, self.input_hw).to(self.device, self._dtype)
-                if self.device.type == "cpu":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                feats = self.model.features(x).mean(dim=(2, 3)).float()
-                feats = F.normalize(feats, dim=1)
-                out[start : start + len(chunk)] = feats.cpu().numpy()
-        return out
+
+        def forward(chunk: list[ImageBGR]) -> torch.Tensor:
+            x = preprocess(chunk, self.input_hw).to(self.device, self._dtype)
+            if self.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.model.features(x).mean(dim=(2, 3))
+
+        return embed_in_batches(crops, self.batch_size, self.dim, forward)
 
     def warmup(self) -> None:
         """A small batch at the input size, so first-call allocations and kernel selection happen before traffic."""
