@@ -8,7 +8,6 @@ a 16:9 frame into 416×416 leaves distant people only a few pixels wide.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
@@ -18,6 +17,7 @@ import numpy.typing as npt
 
 from app.models.base import Detections, FloatArray, ImageBGR, ModelInfo
 from app.models.onnx_session import cpu_session
+from app.models.tiling import Tile, plan_tiles, tile_count
 
 if TYPE_CHECKING:
     from app.core.config import Settings
@@ -29,27 +29,10 @@ REG_MAX = 10
 PERSON = 0
 MEAN_BGR = np.array([103.53, 116.28, 123.675], np.float32)
 STD_BGR = np.array([57.375, 57.12, 58.395], np.float32)
-TWO_TILE_ASPECT = 1.4
-"""Width/height above which ``tiles="auto"`` uses two tiles (4:3 = 1.33 stays one tile, 16:9 = 1.78 two)."""
 MAX_BATCH = 16
 """Tiles per onnxruntime call: bounds activation memory when many cameras arrive at once."""
 
 TileMode = Literal["auto", "1", "2"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Tile:
-    """Where a network input came from: image index, crop origin, and crop→input scale."""
-
-    image: int
-    x0: int
-    x1: int
-    y0: int
-    y1: int
-    scale: float
-    keep_x0: float
-    """Keep only boxes whose centre lies in ``[keep_x0, keep_x1)``: each tile owns half the overlap."""
-    keep_x1: float
 
 
 def _centers() -> list[FloatArray]:
@@ -181,25 +164,12 @@ class NanoDetDetector:
             return cast(ImageBGR, cv2.cvtColor(im, cv2.COLOR_BGRA2BGR))
         return im
 
-    def _tile_count(self, w: int, h: int) -> int:
-        if self.tiles == "auto":
-            return 2 if w > TWO_TILE_ASPECT * h else 1
-        return int(self.tiles)
-
-    def _tiles_of(self, index: int, im: ImageBGR) -> list[_Tile]:
-        """One full-frame tile, or a left and a right tile sharing ``tile_overlap`` of their width."""
+    def _tiles_of(self, index: int, im: ImageBGR) -> list[Tile]:
+        """One full-frame tile, or side-by-side tiles sharing ``tile_overlap`` of their width."""
         h, w = im.shape[:2]
-        if self._tile_count(w, h) == 1:
-            return [_Tile(index, 0, w, 0, h, min(INPUT_SIZE / w, INPUT_SIZE / h), -np.inf, np.inf)]
-        tw = min(w, round(w / (2.0 - self.tile_overlap)))
-        scale = min(INPUT_SIZE / tw, INPUT_SIZE / h)
-        mid = w / 2.0
-        return [
-            _Tile(index, 0, tw, 0, h, scale, -np.inf, mid),
-            _Tile(index, w - tw, w, 0, h, scale, mid, np.inf),
-        ]
+        return plan_tiles(index, w, h, tile_count(self.tiles, w, h), self.tile_overlap, INPUT_SIZE)
 
-    def _preprocess(self, im: ImageBGR, t: _Tile, out: FloatArray) -> None:
+    def _preprocess(self, im: ImageBGR, t: Tile, out: FloatArray) -> None:
         """Letterbox the crop into the top-left of a 416×416 input (keeps aspect ratio), normalise, CHW."""
         crop = im[t.y0 : t.y1, t.x0 : t.x1]
         rw = min(INPUT_SIZE, round((t.x1 - t.x0) * t.scale))
@@ -215,7 +185,7 @@ class NanoDetDetector:
         parts = [self._session.run(self._outputs, {self._input: batch[i : i + 1]}) for i in range(len(batch))]
         return [np.concatenate(p, axis=0) for p in zip(*parts, strict=True)]
 
-    def _decode(self, outs: list[FloatArray], t: _Tile) -> tuple[FloatArray, FloatArray]:
+    def _decode(self, outs: list[FloatArray], t: Tile) -> tuple[FloatArray, FloatArray]:
         """GFL decode of the person class: softmax over 11 bins → expected distance × stride per side."""
         n = len(STRIDES)
         boxes_all, scores_all = [], []
@@ -235,8 +205,4 @@ class NanoDetDetector:
             return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
         boxes = np.concatenate(boxes_all, axis=0)
         scores = np.concatenate(scores_all, axis=0)
-        # input pixels → crop pixels → image pixels
-        boxes = boxes / t.scale + np.array([t.x0, t.y0, t.x0, t.y0], np.float32)
-        cx = (boxes[:, 0] + boxes[:, 2]) / 2
-        owned = (cx >= t.keep_x0) & (cx < t.keep_x1)
-        return boxes[owned].astype(np.float32), scores[owned].astype(np.float32)
+        return t.to_image(boxes, scores)
