@@ -270,7 +270,7 @@ def test_a_batch_the_database_refuses_is_set_aside_not_retried(pg: str, tmp_path
     async def go() -> HistoryRecorder:
         rec = HistoryRecorder(build_history_repository(Settings(database_url=url)), DiskSpool(tmp_path / "s"), FAST)
         await rec.start()
-        rec.add([tracking(1, task="x" * 100)])  # longer than task_id's VARCHAR(64): a DataError, not an outage
+        rec.add([tracking(1, task="bad\x00id")])  # PostgreSQL text cannot hold NUL: a DataError, not an outage
         await asyncio.sleep(0.3)
         rec.add([tracking(2)])
         await asyncio.sleep(0.3)

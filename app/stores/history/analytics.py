@@ -28,17 +28,20 @@ from sqlalchemy import (
     and_,
     case,
     cast,
+    column,
     distinct,
     exists,
     func,
     literal,
     or_,
     select,
+    table,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.stores.history.records import epoch_to_datetime
 from app.stores.history.tables import identity_events, task_runs, tracking_events
+from app.stores.history.timescale import AGGREGATE_BUCKET_S
 
 T = TypeVar("T")
 MAX_MERGE_CHAIN = 64
@@ -162,9 +165,23 @@ class TaskRun:
     frames_skipped: int
 
 
+AGGREGATE = table(
+    "tracking_counts_1m",
+    column("bucket"),
+    column("environment_id"),
+    column("camera_id"),
+    column("task_id"),
+    column("global_id"),
+    column("person_seconds"),
+)
+"""TimescaleDB's per-minute continuous aggregate (``timescale.py``): one row per person, camera and minute."""
+
+
 class HistoryAnalytics:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, use_aggregate: bool = False) -> None:
         self.engine = engine
+        self.use_aggregate = use_aggregate
+        """Per-camera occupancy in whole minutes reads ``tracking_counts_1m`` (set when TimescaleDB is applied)."""
 
     # -- building blocks ------------------------------------------------------------------------
     def _merge_map(self, f: HistoryFilter) -> FromClause:
@@ -251,6 +268,8 @@ class HistoryAnalytics:
     ) -> Page[OccupancyRow]:
         """Per bucket (and camera, or the whole environment): distinct people and mean people present."""
         _positive(bucket_s=bucket_s)
+        if by_camera and self._aggregate_fits(f, bucket_s):
+            return await self._occupancy_from_aggregate(f, bucket_s, limit, offset)
         ev = self._events(f)
         bucket = func.floor(ev.c.ts / bucket_s)
         keys: list[ColumnElement[Any]] = [bucket.label("bucket"), ev.c.environment_id]
@@ -276,6 +295,66 @@ class HistoryAnalytics:
                 r.environment_id,
                 r.camera_id if by_camera else None,
                 int(r.people),
+                float(r.mean_people),
+            )
+            for r in rows
+        ]
+        return Page(items, total, limit, offset)
+
+    def _aggregate_fits(self, f: HistoryFilter, bucket_s: float) -> bool:
+        """The aggregate answers exactly when buckets and the time range are whole minutes."""
+        if not self.use_aggregate or bucket_s % AGGREGATE_BUCKET_S != 0:
+            return False
+        return all(t is None or t.timestamp() % AGGREGATE_BUCKET_S == 0 for t in (f.start, f.end))
+
+    async def _occupancy_from_aggregate(
+        self, f: HistoryFilter, bucket_s: float, limit: int, offset: int
+    ) -> Page[OccupancyRow]:
+        """Per-camera occupancy from one row per person and minute instead of one per person-frame (hundreds
+        of times fewer rows over long ranges; the aggregate is real-time, so the newest minutes are included)."""
+        agg = AGGREGATE
+        conds: list[ColumnElement[bool]] = []
+        if f.environment_id is not None:
+            conds.append(agg.c.environment_id == f.environment_id)
+        if f.task_id is not None:
+            conds.append(agg.c.task_id == f.task_id)
+        if f.start is not None:
+            conds.append(agg.c.bucket >= f.start)
+        if f.end is not None:
+            conds.append(agg.c.bucket < f.end)
+        source: FromClause = agg
+        person: ColumnElement[Any] = agg.c.global_id
+        if f.resolve_merges:
+            m = self._merge_map(f)
+            source = agg.outerjoin(m, and_(m.c.task_id == agg.c.task_id, m.c.src == agg.c.global_id))
+            person = func.coalesce(m.c.dst, agg.c.global_id)
+        epoch = func.extract("epoch", agg.c.bucket)
+        rows_q = (
+            select(
+                func.floor(epoch / bucket_s).label("bucket"),
+                agg.c.environment_id,
+                agg.c.camera_id,
+                (agg.c.task_id + literal(":") + cast(person, String)).label("person"),
+                agg.c.person_seconds,
+            )
+            .select_from(source)
+            .where(*conds)
+            .subquery("pm")
+        )
+        group = [rows_q.c.bucket, rows_q.c.environment_id, rows_q.c.camera_id]
+        stmt = (
+            select(
+                *group,
+                func.count(distinct(rows_q.c.person)).label("people"),
+                (func.sum(rows_q.c.person_seconds) / bucket_s).label("mean_people"),
+            )
+            .group_by(*group)
+            .order_by(*group)
+        )
+        rows, total = await self._page(stmt, limit, offset)
+        items = [
+            OccupancyRow(
+                epoch_to_datetime(float(r.bucket) * bucket_s), r.environment_id, r.camera_id, int(r.people),
                 float(r.mean_people),
             )
             for r in rows

@@ -42,10 +42,7 @@ async def _db(settings: Settings, action: str, revision: str | None) -> int:
     repo = build_history_repository(settings)
     try:
         if action == "upgrade":
-            if revision in (None, "head"):
-                print(await repo.prepare(migrate_schema=True))
-            else:
-                await migrate.upgrade(repo.engine, revision)
+            print(await repo.upgrade(revision or "head"))
         elif action == "downgrade":
             assert revision is not None
             await migrate.downgrade(repo.engine, revision)

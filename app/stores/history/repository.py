@@ -18,7 +18,7 @@ from typing import IO, Any, ClassVar, Protocol
 from sqlalchemy import Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
 from app.core.config import Settings
@@ -32,7 +32,7 @@ from app.stores.history.records import (
     epoch_to_datetime,
 )
 from app.stores.history.tables import identity_events, task_runs, tracking_events
-from app.stores.history.timescale import apply_timescale
+from app.stores.history.timescale import aggregate_ready, apply_timescale, describe_timescale
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ class HistoryRepository(Protocol):
 
     async def prepare(self, migrate_schema: bool = True) -> str:
         """Bring the schema to head (and TimescaleDB when available); a one-line description of it."""
+        ...
+
+    async def upgrade(self, revision: str = "head") -> str:
+        """Migrate to ``revision`` (TimescaleDB too when it is the latest), under the schema lock."""
         ...
 
     async def write(self, records: Sequence[Record]) -> None:
@@ -97,16 +101,33 @@ class SqlHistoryRepository:
         self.analytics = HistoryAnalytics(engine)
 
     async def prepare(self, migrate_schema: bool = True) -> str:
+        """Bring the schema to head (with TimescaleDB when available), or — without ``migrate_schema`` — check
+        it is at head and describe it without changing anything."""
         if migrate_schema:
-            await migrate.upgrade(self.engine)
+            return await self.upgrade("head")
         revision = await migrate.current_revision(self.engine)
         if revision != migrate.head_revision():
             raise RuntimeError(
                 f"history schema is at revision {revision}, expected {migrate.head_revision()}: run `spoton db upgrade`"
             )
-        return f"revision {revision}; {await self._extras()}"
+        async with self.engine.connect() as conn:
+            return f"revision {revision}; {await self._describe(conn)}"
 
-    async def _extras(self) -> str:
+    async def upgrade(self, revision: str = "head") -> str:
+        """The one upgrade path (server start and ``spoton db upgrade [REV]``): Alembic to ``revision`` and, when
+        that is the latest revision, TimescaleDB — all under one schema lock."""
+        async with migrate.schema_lock(self.engine) as conn:
+            await migrate.upgrade_on(conn, revision)
+            current = await migrate.current_revision_on(conn)
+            if current != migrate.head_revision():
+                return f"revision {current}; not the latest ({migrate.head_revision()}): TimescaleDB not applied"
+            return f"revision {current}; {await self._extras(conn)}"
+
+    async def _extras(self, conn: AsyncConnection) -> str:
+        """Schema additions beyond the migrations, on the locked connection; a one-line description."""
+        return "plain tables"
+
+    async def _describe(self, conn: AsyncConnection) -> str:
         return "plain tables"
 
     def _insert(self, table: Table) -> Any:
@@ -168,9 +189,15 @@ class PostgresHistoryRepository(SqlHistoryRepository):
         )
         return cls(engine, settings)
 
-    async def _extras(self) -> str:
+    async def _extras(self, conn: AsyncConnection) -> str:
         s = self.settings
-        status = await apply_timescale(self.engine, s.history_retention_days, s.history_compress_after_days)
+        status = await apply_timescale(conn, s.history_retention_days, s.history_compress_after_days)
+        self.analytics.use_aggregate = status.applied and await aggregate_ready(conn)
+        return status.detail
+
+    async def _describe(self, conn: AsyncConnection) -> str:
+        status = await describe_timescale(conn)
+        self.analytics.use_aggregate = status.applied and await aggregate_ready(conn)
         return status.detail
 
 
@@ -181,14 +208,14 @@ class SqliteHistoryRepository(SqlHistoryRepository):
         super().__init__(engine, settings)
         self.path = path
 
-    async def prepare(self, migrate_schema: bool = True) -> str:
+    async def upgrade(self, revision: str = "head") -> str:
         """SQLite has no advisory lock (and runs DDL outside transactions): servers sharing one file take a
         file lock beside it while they migrate."""
-        if self.path is None or not migrate_schema:
-            return await super().prepare(migrate_schema)
+        if self.path is None:
+            return await super().upgrade(revision)
         lock = await asyncio.to_thread(_exclusive_lock, self.path.with_name(self.path.name + ".migrate-lock"))
         try:
-            return await super().prepare(migrate_schema)
+            return await super().upgrade(revision)
         finally:
             lock.close()
 

@@ -2,7 +2,9 @@
 
 ``time`` is the indexed time axis (a hypertable's dimension under TimescaleDB); ``ts`` is the same instant
 as seconds since the epoch, which every analytics query does its arithmetic on (bucketing, durations) the
-same way in PostgreSQL and SQLite.
+same way in PostgreSQL and SQLite. Ids are ``text`` (no length limit to hit; TimescaleDB's best practice
+for segment-by columns). Each event table declares its own index on ``time``, so TimescaleDB is told not to add
+its default one (which Alembic would then see as drift).
 """
 
 from __future__ import annotations
@@ -54,9 +56,9 @@ tracking_events = Table(
     metadata,
     Column("time", UtcDateTime(), nullable=False),
     Column("ts", Double(), nullable=False),
-    Column("task_id", String(64), nullable=False),
-    Column("environment_id", String(200), nullable=False),
-    Column("camera_id", String(100), nullable=False),
+    Column("task_id", Text(), nullable=False),
+    Column("environment_id", Text(), nullable=False),
+    Column("camera_id", Text(), nullable=False),
     Column("frame_index", Integer(), nullable=False),
     Column("track_id", Integer(), nullable=False),
     Column("global_id", Integer(), nullable=False),
@@ -81,17 +83,18 @@ identity_events = Table(
     metadata,
     Column("time", UtcDateTime(), nullable=False),
     Column("ts", Double(), nullable=False),
-    Column("task_id", String(64), nullable=False),
-    Column("environment_id", String(200), nullable=False),
+    Column("task_id", Text(), nullable=False),
+    Column("environment_id", Text(), nullable=False),
     Column("seq", Integer(), nullable=False),
     Column("event", String(16), nullable=False),
     Column("global_id", Integer(), nullable=False),
     Column("other_id", Integer(), nullable=True),
-    Column("camera_id", String(100), nullable=True),
+    Column("camera_id", Text(), nullable=True),
     Column("track_id", Integer(), nullable=True),
     Column("score", Double(), nullable=True),
     Column("video_ts_s", Double(), nullable=False),
     UniqueConstraint("task_id", "seq", "time", name="uq_identity_events_key"),
+    Index("ix_identity_events_time", "time"),
     Index("ix_identity_events_env_time", "environment_id", "time"),
     Index("ix_identity_events_gid_time", "task_id", "global_id", "time"),
     Index("ix_identity_events_merges", "task_id", "event", "other_id"),
@@ -100,8 +103,8 @@ identity_events = Table(
 task_runs = Table(
     "task_runs",
     metadata,
-    Column("task_id", String(64), primary_key=True),
-    Column("environment_id", String(200), nullable=False),
+    Column("task_id", Text(), primary_key=True),
+    Column("environment_id", Text(), nullable=False),
     Column("camera_ids", JSON(), nullable=False),
     Column("status", String(16), nullable=False),
     Column("details", Text(), nullable=False, server_default=""),
