@@ -63,9 +63,13 @@ class Settings(BaseSettings):
     """Shorter side the model resizes to; 0: the variant's own (800, or 320 for ``mobilenet_v3_large_320_fpn``)."""
     fasterrcnn_max_size: int = 0
     """Longer-side cap; 0: the variant's own (1333, or 640)."""
-    embedder: Literal["auto", "efficientnet_lite0", "clip"] = "auto"
-    """``auto``: EfficientNet-Lite0 (embedded weights). ``clip``: CLIP's image tower (weights below)."""
+    embedder: Literal["auto", "efficientnet_lite0", "part_colour", "fused", "clip"] = "auto"
+    """``auto``: ``fused``. ``part_colour``: clothing colour per body part (no weights). ``fused``: part colour
+    and EfficientNet-Lite0 in one vector. ``efficientnet_lite0``: ImageNet features alone (embedded weights).
+    ``clip``: CLIP's image tower (weights below)."""
     embedder_batch_size: int = 64
+    embedder_colour_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.7
+    """``fused``: share of the part-colour descriptor in the cosine (the rest is EfficientNet-Lite0)."""
     clip_model: str = "ViT-B-16"
     """open_clip architecture of the ``clip`` embedder."""
     clip_pretrained: str = "openai"
@@ -110,6 +114,19 @@ class Settings(BaseSettings):
     reid_lost_after_s: float = 2.0
     """An identity no camera has seen this long is reported ``lost``; before that a new track near where it
     was seen continues it, after that only appearance (``reid_match_threshold``) can bring it back."""
+    reid_camera_centring: bool = True
+    """Compare appearance with each camera's running mean descriptor removed (its colour rendering)."""
+    reid_reentry: bool = False
+    """Link a new identity to one seen before when the evidence says so (people who leave and come back). Off by
+    default: on the dev sets every link it made joined two different people (docs/accuracy.md)."""
+    reid_reentry_window_s: Annotated[float, Field(gt=0)] = 4.0
+    """How long after appearing a new identity may still be linked to an earlier one."""
+    reid_reentry_quantile: Annotated[float, Field(ge=0.5, lt=1.0)] = 0.95
+    """A link's similarity must exceed this share of the scene's different-person pairs (calibrated online)."""
+    reid_reentry_margin: Annotated[float, Field(ge=0.0)] = 0.05
+    """A link must beat the second-best earlier identity by this much."""
+    reid_reentry_near_max_gap_s: Annotated[float, Field(ge=0.0)] = 10.0
+    """Near re-appearance (walking pace, no other candidate) links over gaps up to this; 0: off."""
     reid_gallery_min_quality: float = 0.5
     """Appearance is learnt only from detections at least this confident (and not overlapped)."""
     reid_event_log_size: int = 1000

@@ -45,11 +45,26 @@ def build_detector(settings: Settings) -> PersonDetector:
 
 
 def build_embedder(settings: Settings) -> AppearanceEmbedder:
-    """``auto`` and ``efficientnet_lite0`` give EfficientNet-Lite0 (embedded weights); ``clip`` CLIP's image tower."""
+    """``auto``/``fused``: clothing colour per body part fused with EfficientNet-Lite0; ``part_colour`` and
+    ``efficientnet_lite0`` each alone; ``clip``: CLIP's image tower."""
     if settings.embedder == "clip":
         from app.models.clip_reid import ClipReIdEmbedder
 
         return ClipReIdEmbedder.from_settings(settings)
+    from app.models.part_colour import PartColourEmbedder
+
+    if settings.embedder == "part_colour":
+        return PartColourEmbedder()
     from app.models.efficientnet_lite import EfficientNetLite0Embedder
 
-    return EfficientNetLite0Embedder.from_settings(settings)
+    cnn = EfficientNetLite0Embedder.from_settings(settings)
+    if settings.embedder == "efficientnet_lite0":
+        return cnn
+    from app.models.fused_embedder import FusedEmbedder
+
+    w = settings.embedder_colour_weight
+    if w >= 1.0:
+        return PartColourEmbedder()
+    if w <= 0.0:
+        return cnn
+    return FusedEmbedder([(PartColourEmbedder(), w), (cnn, 1.0 - w)])

@@ -32,6 +32,8 @@ class TrackOut:
     bbox_xyxy: tuple[float, float, float, float]
     confidence: float
     map_coords: tuple[float, float] | None
+    detected: bool = True
+    """Matched to a detection this frame (False: the tracker's prediction through a missed detection)."""
 
 
 @dataclass(slots=True)
@@ -155,7 +157,11 @@ class FrameProcessor:
         for (cid, tracks, _), image in zip(per_cam, images, strict=True):
             outs = []
             for tr in tracks:
-                outs.append(TrackOut(tr.track_id, gids[k], tr.bbox_xyxy, tr.confidence, observations[k].map_xy))
+                outs.append(
+                    TrackOut(
+                        tr.track_id, gids[k], tr.bbox_xyxy, tr.confidence, observations[k].map_xy, tr.det_index >= 0
+                    )
+                )
                 k += 1
             cf = gf.frames[cid]
             results.append(CameraResult(cid, cf.frame_index, cf.timestamp_s, outs, image))

@@ -21,8 +21,9 @@ Every decision that matters to a person-level consumer is an `IdentityEvent` in 
 from __future__ import annotations
 
 import itertools
+import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +33,8 @@ from app.services.identity.assignment import assign_max
 from app.services.identity.events import IdentityEvent, IdentityEventKind, IdentityEventLog
 from app.services.identity.gallery import AppearanceGallery, FaissGallery
 from app.services.identity.geometry import XY, GeometryConfig, GeometryGate
+from app.services.identity.reentry import AppearanceMean, DifferentPeopleSimilarities, ReentryConfig, decide
+from app.services.identity.scene_adaptation import CameraCentring
 
 if TYPE_CHECKING:
     from app.core.config import Settings
@@ -77,6 +80,11 @@ class ReIdConfig:
     gallery_size: int = 20
     gallery_min_quality: float = 0.5
     event_log_size: int = 1000
+    camera_centring: bool = False
+    """Compare appearance with each camera's running mean removed (`CameraCentring`; on in the product's
+    settings, off here so constructed cases compare the vectors they give)."""
+    reentry: ReentryConfig | None = None
+    """Linking new identities to earlier ones (`app.services.identity.reentry`); None: off."""
 
     def __post_init__(self) -> None:
         if self.switch_frames < 1:
@@ -99,6 +107,15 @@ class ReIdConfig:
             gallery_size=s.reid_gallery_size,
             gallery_min_quality=s.reid_gallery_min_quality,
             event_log_size=s.reid_event_log_size,
+            camera_centring=s.reid_camera_centring,
+            reentry=ReentryConfig(
+                window_s=s.reid_reentry_window_s,
+                quantile=s.reid_reentry_quantile,
+                margin=s.reid_reentry_margin,
+                near_max_gap_s=s.reid_reentry_near_max_gap_s,
+            )
+            if s.reid_reentry
+            else None,
         )
 
 
@@ -120,6 +137,10 @@ class _Identity:
     xy_s: float = 0.0
     lost_reported: bool = False
     tracks: set[TrackKey] = field(default_factory=set)
+    appearance: AppearanceMean = field(default_factory=AppearanceMean)
+    tentative_until: float | None = None
+    """Until then this new identity may still be linked to an earlier one (`reentry`)."""
+    first_xy: XY | None = None
 
 
 NEW = -1
@@ -164,6 +185,12 @@ class IdentityRegistry:
         self._tracks: dict[TrackKey, _Track] = {}
         self._left_for: dict[int, int] = {}
         self.total_identities = 0
+        self.centring = CameraCentring() if self.config.camera_centring else None
+        self.negatives = DifferentPeopleSimilarities(
+            self.config.reentry.max_negatives if self.config.reentry is not None else 1
+        )
+        self.reentries = 0
+        """Identities linked to an earlier one (a person who came back)."""
 
     @classmethod
     def from_settings(
@@ -192,6 +219,7 @@ class IdentityRegistry:
         keys = [(o.camera_id, o.track_id) for o in observations]
         if len(set(keys)) != len(keys):
             raise ValueError("a track appears twice in one frame's observations")
+        observations = [self._adapted(o) for o in observations]
         groups = self._group(observations)
         self._associate(groups, now_s)
         for g in groups:
@@ -199,8 +227,18 @@ class IdentityRegistry:
         self._one_per_camera(groups, now_s)
         self._merge_emptied(now_s)
         self._observe(groups, now_s)
+        if self.config.reentry is not None:
+            self._collect_negatives(groups)
+            self._link_reentries(self.config.reentry, now_s)
         self._prune(now_s)
         return [self._tracks[k].gid for k in keys]
+
+    def _adapted(self, o: Observation) -> Observation:
+        """The observation with its appearance centred on its camera's rendering (`CameraCentring`)."""
+        if o.embedding is None or self.centring is None:
+            return o
+        self.centring.observe(o.camera_id, o.embedding)
+        return replace(o, embedding=self.centring.adapt(o.camera_id, o.embedding))
 
     # -- who stands together now ----------------------------------------------------------------
     def _group(self, observations: list[Observation]) -> list[_Group]:
@@ -368,18 +406,24 @@ class IdentityRegistry:
                 if holder is not None and holder != k:
                     self._move(k, g.target if g.target not in (None, t.gid) else self._create(now_s, None), now_s)
 
-    def _merge(self, source: int, into: int, now_s: float) -> None:
+    def _merge(self, source: int, into: int, now_s: float, score: float | None = None) -> None:
         """`source` lost its last track to `into`: they were one person."""
         src = self._identities.pop(source)
         dst = self._identities[into]
         dst.created_s = min(dst.created_s, src.created_s)
+        dst.appearance.absorb(src.appearance)
+        if src.last_s >= dst.last_s:
+            dst.last_s, dst.lost_reported = src.last_s, src.lost_reported
+        if src.xy is not None and src.xy_s >= dst.xy_s:
+            dst.xy, dst.xy_s = src.xy, src.xy_s
         self.gallery.merge(source, into)
-        self.events.emit(IdentityEvent(IdentityEventKind.MERGED, into, now_s, merged_id=source))
+        self.events.emit(IdentityEvent(IdentityEventKind.MERGED, into, now_s, merged_id=source, score=score))
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def _create(self, now_s: float, first: Observation | None) -> int:
         gid = next(self._next_gid)
-        self._identities[gid] = _Identity(gid, now_s, now_s)
+        window = self.config.reentry.window_s if self.config.reentry is not None else None
+        self._identities[gid] = _Identity(gid, now_s, now_s, tentative_until=None if window is None else now_s + window)
         self.total_identities += 1
         cam, track = (first.camera_id, first.track_id) if first is not None else (None, None)
         self.events.emit(IdentityEvent(IdentityEventKind.CREATED, gid, now_s, cam, track))
@@ -400,6 +444,8 @@ class IdentityRegistry:
             if g.target is not None and xy is not None and g.target in self._identities:
                 ident = self._identities[g.target]
                 ident.xy, ident.xy_s = xy, now_s
+                if ident.first_xy is None:
+                    ident.first_xy = xy
             for o, k in zip(g.members, g.keys, strict=True):
                 t = self._tracks[k]
                 t.last_s = now_s
@@ -408,6 +454,70 @@ class IdentityRegistry:
                 ident.lost_reported = False
                 if o.embedding is not None and o.quality >= cfg.gallery_min_quality and k not in occluded:
                     self.gallery.add(t.gid, o.embedding, o.quality, now_s)
+                    ident.appearance.add(o.embedding)
+
+    # -- people who come back -------------------------------------------------------------------
+    def _collect_negatives(self, groups: list[_Group]) -> None:
+        """Identities seen now in different places are different people: their appearance similarities
+        calibrate what "different" looks like in this scene."""
+        assert self.config.reentry is not None
+        need = self.config.reentry.min_samples
+        per_gid: dict[int, int] = defaultdict(int)
+        for g in groups:
+            gids = {self._tracks[k].gid for k in g.keys}
+            if len(gids) == 1:
+                per_gid[gids.pop()] += 1
+        means: dict[int, np.ndarray] = {}
+        for gid, n in per_gid.items():
+            ident = self._identities.get(gid)
+            if n == 1 and ident is not None and ident.appearance.count >= need:
+                mean = ident.appearance.unit()
+                if mean is not None:
+                    means[gid] = mean
+        self.negatives.observe(means)
+
+    def _link_reentries(self, cfg: ReentryConfig, now_s: float) -> None:
+        """Tentative identities that prove to be someone seen before take that person's id (`reentry`)."""
+        for ident in list(self._identities.values()):
+            if ident.tentative_until is None or ident.gid not in self._identities:
+                continue
+            if now_s > ident.tentative_until:
+                ident.tentative_until = None
+                continue
+            query = ident.appearance.unit() if ident.appearance.count >= cfg.min_samples else None
+            if query is None:
+                continue
+            candidates: dict[int, np.ndarray] = {}
+            near: set[int] = set()
+            for other in self._identities.values():
+                if other.gid == ident.gid or other.last_s >= ident.created_s:
+                    continue  # seen while this one was already there: a different person
+                if other.appearance.count < cfg.min_samples:
+                    continue
+                if self.geometry.reachable(other.xy, other.xy_s, ident.first_xy, ident.created_s) is None:
+                    continue
+                mean = other.appearance.unit()
+                if mean is not None:
+                    candidates[other.gid] = mean
+                    if self._near(other, ident, cfg):
+                        near.add(other.gid)
+            decision = decide(query, candidates, self.negatives, cfg, near)
+            if decision is None or decision.candidate is None:
+                continue
+            for key in list(ident.tracks):
+                self._bind(key, decision.candidate, now_s)
+            self._merge(ident.gid, decision.candidate, now_s, decision.score)
+            self.reentries += 1
+
+    @staticmethod
+    def _near(gone: _Identity, new: _Identity, cfg: ReentryConfig) -> bool:
+        """``new`` appeared where ``gone`` could have walked at a typical pace since vanishing."""
+        if gone.xy is None or new.first_xy is None:
+            return False
+        gap = new.created_s - gone.xy_s
+        if not 0 <= gap <= cfg.near_max_gap_s:
+            return False
+        return math.dist(gone.xy, new.first_xy) <= 1.0 + cfg.near_speed_mps * gap
 
     def _prune(self, now_s: float) -> None:
         cfg = self.config
