@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -281,10 +282,11 @@ def cmd_bench_jpeg(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Full pipeline over a dataset with ground truth: MOTA / IDF1 / HOTA per camera and across cameras."""
+    """Full pipeline over datasets with ground truth: MOTA / IDF1 / HOTA per camera and across cameras, one
+    report per dataset and, for several, a table with one row each."""
     import json
 
-    from app.evaluation.tracking_eval import DatasetError, evaluate
+    from app.evaluation.tracking_eval import DatasetError, evaluate, summary_table
     from app.services.environments import EnvironmentError_
     from app.services.video_data_manager import VideoSourceError
 
@@ -296,18 +298,49 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if tty and n % 10 == 0:
             print(f"\r{n} global frames processed", end="", file=sys.stderr, flush=True)
 
-    try:
-        report = evaluate(Path(args.dataset), settings, max_frames=args.max_frames, on_frame=progress)
-    except (DatasetError, EnvironmentError_, VideoSourceError, OSError) as exc:
-        print(f"spoton eval: {exc}", file=sys.stderr)
+    if (args.record or args.replay) and len(args.dataset) != 1:
+        print("spoton eval: --record and --replay take one dataset", file=sys.stderr)
         return 2
-    if tty:
-        print(file=sys.stderr)
-    print(report.table())
+    reports = []
+    for dataset in args.dataset:
+        try:
+            if args.record or args.replay:
+                report = _eval_recorded(Path(dataset), settings, args.record, args.replay, args.max_frames)
+            else:
+                report = evaluate(Path(dataset), settings, max_frames=args.max_frames, on_frame=progress)
+        except (DatasetError, EnvironmentError_, VideoSourceError, OSError, ValueError) as exc:
+            print(f"spoton eval: {exc}", file=sys.stderr)
+            return 2
+        if tty:
+            print(file=sys.stderr)
+        print(report.table(), end="\n\n", flush=True)
+        reports.append(report)
+    if len(reports) > 1:
+        print(summary_table(reports))
     if args.out:
-        Path(args.out).write_text(json.dumps(report.to_dict(), indent=2))
+        body = reports[0].to_dict() if len(reports) == 1 else [r.to_dict() for r in reports]
+        Path(args.out).write_text(json.dumps(body, indent=2))
         print(f"wrote {args.out}")
     return 0
+
+
+def _eval_recorded(
+    directory: Path, settings: Settings, record_to: str | None, replay_from: str | None, max_frames: int | None
+) -> Any:
+    """``--record``: a full run that also saves the identity layer's inputs; ``--replay``: the identity layer
+    alone over such a file, in seconds (for tuning identity settings; boxes are those of the recorded run)."""
+    from app.evaluation.identity_replay import record, replay
+    from app.evaluation.observation_log import ObservationLog
+    from app.evaluation.tracking_eval import load_dataset, score
+
+    dataset = load_dataset(directory)
+    if replay_from:
+        out = replay(ObservationLog.load(Path(replay_from)), dataset, settings)
+    else:
+        assert record_to is not None
+        out = record(dataset, settings, Path(record_to), ["efficientnet_lite0", "part_colour"], max_frames)
+    last = None if max_frames is None else dataset.first_frame + max_frames - 1
+    return score(dataset, out, last_frame=last)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,10 +413,14 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--out", metavar="FILE.json", help="write the report as JSON")
     ev.set_defaults(fn=cmd_eval_detector)
 
-    te = sub.add_parser("eval", help="tracking and cross-camera identity scores (MOTA, IDF1, HOTA) on a dataset")
-    te.add_argument("dataset", metavar="DATASET_DIR", help="dataset folder (environment.json + videos + gt/)")
-    te.add_argument("--out", metavar="FILE.json", help="write the report as JSON")
+    te = sub.add_parser("eval", help="tracking and cross-camera identity scores (MOTA, IDF1, HOTA) on datasets")
+    te.add_argument(
+        "dataset", metavar="DATASET_DIR", nargs="+", help="dataset folders (environment.json + videos + gt/)"
+    )
+    te.add_argument("--out", metavar="FILE.json", help="write the report(s) as JSON (a list for several)")
     te.add_argument("--max-frames", type=int, help="process only the first N global frames (a quick look)")
+    te.add_argument("--record", metavar="FILE", help="also save the identity layer's inputs (for --replay)")
+    te.add_argument("--replay", metavar="FILE", help="re-run only the identity layer over a --record file")
     te.set_defaults(fn=cmd_eval)
 
     from app.stores.history.cli import add_db_parser

@@ -142,3 +142,25 @@ def test_eval_command_on_a_short_clip(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_eval_command_reports_a_bad_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", str(tmp_path)]) == 2
     assert "environment" in capsys.readouterr().err
+
+
+def test_eval_several_datasets_prints_one_row_each_and_replays_a_recording(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`spoton eval DIR DIR` ends with a table of one row per dataset; `--record` then `--replay` re-runs the
+    identity layer alone and scores exactly what the recorded run scored."""
+    dev, val = str(shared("multiview-dev")), str(shared("multiview-val"))
+    assert main(["eval", dev, val, "--max-frames", "4"]) == 0
+    printed = capsys.readouterr().out
+    table = printed[printed.index("re-entries kept") - 120 :]
+    assert "pets-derived " in table and "pets-derived-val" in table
+    assert printed.count("global ids for") == 2  # each report's one-line summary
+
+    log, first, second = tmp_path / "ids.pkl", tmp_path / "rec.json", tmp_path / "rep.json"
+    assert main(["eval", dev, "--max-frames", "5", "--record", str(log), "--out", str(first)]) == 0
+    assert log.is_file()
+    assert main(["eval", dev, "--max-frames", "5", "--replay", str(log), "--out", str(second)]) == 0
+    a, b = json.loads(first.read_text()), json.loads(second.read_text())
+    assert a["cross_camera"]["global_idf1"] == b["cross_camera"]["global_idf1"]
+    assert a["per_camera"] == b["per_camera"] and a["reentries"] == b["reentries"]
+    assert main(["eval", dev, val, "--replay", str(log)]) == 2

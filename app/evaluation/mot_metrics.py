@@ -11,6 +11,7 @@ Boxes are MOT rows ``frame, id, x, y, w, h`` (top-left corner and size, pixels).
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
@@ -224,3 +225,46 @@ def with_majority_ids(seq: Sequence) -> Sequence:
             q[c, 1] = relabel.get(pid, -1.0 - pid)  # tracks that never cover anyone keep an id of their own
         pred.append(q)
     return Sequence(seq.gt, pred)
+
+
+@dataclass(slots=True, frozen=True)
+class ReentryStats:
+    """People who left every view and came back, in the ground truth, and whether they kept their global id."""
+
+    gt_reentries: int
+    """Gaps longer than the threshold in a person's annotations across all cameras."""
+    scored: int
+    """Of those, with the person covered by an output box just before leaving and just after coming back."""
+    kept: int
+    """Of the scored, coming back under the same global id (majority of the boxes on each side)."""
+
+
+def reentry_stats(per_camera: list[Sequence], gap_frames: int, window_frames: int) -> ReentryStats:
+    """Re-entries over per-camera sequences that share their frame axis (frame ``i`` of each is one moment).
+
+    A re-entry is a gap of more than ``gap_frames`` in which no camera's ground truth shows the person; the id
+    before is the majority over the person's covered boxes in the ``window_frames`` frames up to the gap, the
+    id after the majority over the ``window_frames`` frames from the return (a late link inside that window
+    counts when it wins the majority).
+    """
+    annotated: dict[int, set[int]] = defaultdict(set)
+    ids: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for seq in per_camera:
+        for i, (g, p) in enumerate(zip(seq.gt, seq.pred, strict=True)):
+            for r in range(len(g)):
+                annotated[int(g[r, 1])].add(i)
+            for r, c in _covered(g, p):
+                ids[int(g[r, 1])][i].append(int(p[c, 1]))
+    total = scored = kept = 0
+    for person, frames in annotated.items():
+        fs = sorted(frames)
+        for a, b in itertools.pairwise(fs):
+            if b - a <= gap_frames:
+                continue
+            total += 1
+            before = Counter(x for f in range(a - window_frames + 1, a + 1) for x in ids[person].get(f, []))
+            after = Counter(x for f in range(b, b + window_frames) for x in ids[person].get(f, []))
+            if before and after:
+                scored += 1
+                kept += before.most_common(1)[0][0] == after.most_common(1)[0][0]
+    return ReentryStats(total, scored, kept)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,15 +28,21 @@ from app.evaluation.mot_metrics import (
     IdentityConsistency,
     MotRows,
     MotScores,
+    ReentryStats,
     Sequence,
     frames_to_sequence,
     identity_consistency,
     mot_scores,
     pool,
+    reentry_stats,
     with_majority_ids,
     with_true_ids,
 )
 from app.services.environments import EnvironmentSpec, load_environment
+
+if TYPE_CHECKING:
+    from app.services.frame_processor import FrameResult
+    from app.services.video_data_manager import GlobalFrame
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +115,10 @@ def run_pipeline(
     settings: Settings,
     max_frames: int | None = None,
     on_frame: Callable[[int], None] | None = None,
+    on_result: Callable[[GlobalFrame, FrameResult], None] | None = None,
 ) -> PipelineOutput:
-    """Every global frame of the dataset through `FrameProcessor`, in order, unpaced."""
+    """Every global frame of the dataset through `FrameProcessor`, in order, unpaced (``on_result`` sees each
+    frame with what the models made of it, e.g. to record the identity layer's inputs)."""
     from app.models.registry import build_detector, build_embedder
     from app.services.frame_processor import FrameProcessor
     from app.services.homography import HomographyService
@@ -146,6 +154,8 @@ def run_pipeline(
             if gf is None:
                 break
             result = processor.process(gf)
+            if on_result is not None:
+                on_result(gf, result)
             for cam in result.cameras:
                 frame = cam.frame_index + dataset.first_frame
                 for t in cam.tracks:
@@ -187,7 +197,20 @@ class TrackingReport:
     """Per camera and ``all`` (pooled): the scores these boxes would get with perfect ids (`with_true_ids`)."""
     track_ceiling: MotScores
     """All cameras pooled: the best any joining of the camera trackers' tracks could do (`with_majority_ids`)."""
+    reentries: ReentryStats = field(default_factory=lambda: ReentryStats(0, 0, 0))
     run: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: what a user checks first."""
+        a, c, r = self.all_cameras, self.consistency, self.reentries
+        ratio = a.pred_ids / a.gt_ids if a.gt_ids else 0.0
+        merged = self.run.get("identity_events", {}).get("merged", 0)
+        return (
+            f"{self.dataset}: global IDF1 {100 * a.idf1:.1f}, purity {100 * c.purity:.1f}, "
+            f"{a.pred_ids} global ids for {a.gt_ids} people ({ratio:.2f}x), "
+            f"re-entries kept {r.kept} of {r.scored} (of {r.gt_reentries} in the ground truth), "
+            f"late merges {merged}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -212,6 +235,8 @@ class TrackingReport:
             },
             "ceiling_with_true_ids": {c: asdict(s) for c, s in self.ceiling.items()},
             "ceiling_joining_tracks": asdict(self.track_ceiling),
+            "reentries": asdict(self.reentries),
+            "summary": self.summary(),
             "run": self.run,
         }
 
@@ -244,6 +269,7 @@ class TrackingReport:
                 f"{c} {pct(self.ceiling[c].mota).strip()} / {pct(self.ceiling[c].idf1).strip()}" for c in self.cameras
             )
         )
+        lines.append(self.summary())
         if self.run:
             r = self.run
             lines.append(
@@ -254,6 +280,28 @@ class TrackingReport:
 
 
 TRACK_ID_STRIDE = 10_000_000
+REENTRY_GAP_S = 2.0
+"""A person out of every camera's ground truth for longer than this has left; their return is a re-entry."""
+
+
+def summary_table(reports: list[TrackingReport]) -> str:
+    """One row per dataset (``spoton eval DIR [DIR ...]``)."""
+    head = (
+        f"{'dataset':<18}{'frames':>9}{'people':>8}{'ids':>6}{'ids/p':>7}{'gIDF1':>7}{'purity':>8}"
+        f"{'MOTA':>7}{'IDF1':>7}{'re-entries kept':>17}"
+    )
+    lines = [head]
+    for r in reports:
+        a, c, e = r.all_cameras, r.consistency, r.reentries
+        mota = float(np.mean([s.mota for s in r.per_camera.values()]))
+        idf1 = float(np.mean([s.idf1 for s in r.per_camera.values()]))
+        frames = f"{r.scored_frames[0]}-{r.scored_frames[1]}"
+        lines.append(
+            f"{r.dataset:<18}{frames:>9}{a.gt_ids:>8}{a.pred_ids:>6}{a.pred_ids / max(a.gt_ids, 1):>7.2f}"
+            f"{100 * a.idf1:>7.1f}{100 * c.purity:>8.1f}{100 * mota:>7.1f}{100 * idf1:>7.1f}"
+            f"{f'{e.kept}/{e.scored} ({e.gt_reentries})':>17}"
+        )
+    return "\n".join(lines)
 
 
 def _offset_ids(rows: MotRows, offset: int) -> MotRows:
@@ -282,6 +330,10 @@ def score(dataset: Dataset, out: PipelineOutput, last_frame: int | None = None) 
     pooled = pool(list(seq_g.values()))
     ceiling = {cid: mot_scores(with_true_ids(seq)) for cid, seq in seq_g.items()}
     ceiling["all"] = mot_scores(with_true_ids(pooled))
+    video_fps = next((c.fps for c in dataset.env.cameras.values() if c.fps), 7.0)
+    reentries = reentry_stats(
+        list(seq_g.values()), gap_frames=round(REENTRY_GAP_S * video_fps), window_frames=round(2.0 * video_fps)
+    )
     fps = out.camera_frames / out.wall_s if out.wall_s > 0 else 0.0
     run = {
         "global_frames": out.global_frames,
@@ -300,6 +352,7 @@ def score(dataset: Dataset, out: PipelineOutput, last_frame: int | None = None) 
         identity_consistency(pooled),
         ceiling,
         mot_scores(with_majority_ids(pool(seq_t))),
+        reentries,
         run,
     )
 

@@ -1,0 +1,132 @@
+"""Record the identity layer's inputs once, replay only the identity layer many times.
+
+`record` runs the full pipeline (`run_pipeline`) and logs every track of every frame with the descriptors of
+its crop from each embedder asked for; `replay` feeds the log through a fresh `IdentityRegistry` the way
+`FrameProcessor` does (a track is described on its first detected frame and every ``reid_embed_every_n``-th
+after) and returns the same `PipelineOutput` a full run gives, so `score` reports on it unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from app.core.config import Settings
+from app.evaluation.observation_log import LoggedFrame, LoggedTrack, ObservationLog
+from app.evaluation.tracking_eval import Dataset, PipelineOutput, run_pipeline
+from app.models.base import AppearanceEmbedder, FloatArray
+from app.services.frame_processor import crop_boxes
+
+if TYPE_CHECKING:
+    from app.services.frame_processor import FrameResult
+    from app.services.video_data_manager import GlobalFrame
+
+
+def _embedders(names: list[str], settings: Settings) -> dict[str, AppearanceEmbedder]:
+    from app.models.registry import build_embedder
+
+    out: dict[str, AppearanceEmbedder] = {}
+    for name in names:
+        out[name] = build_embedder(settings.model_copy(update={"embedder": name}))
+    return out
+
+
+def record(
+    dataset: Dataset, settings: Settings, path: Path, embedders: list[str], max_frames: int | None = None
+) -> PipelineOutput:
+    """Run the pipeline over the dataset and save its identity inputs to ``path``."""
+    models = _embedders(embedders, settings)
+    log = ObservationLog(dataset.env.id, list(embedders))
+
+    def on_result(gf: GlobalFrame, result: FrameResult) -> None:
+        tracks: list[LoggedTrack] = []
+        for cam in result.cameras:
+            logged = [
+                LoggedTrack(cam.camera_id, cam.frame_index, t.track_id, t.bbox_xyxy, t.confidence, t.map_coords,
+                            t.detected)
+                for t in cam.tracks
+            ]
+            boxes = np.array([t.bbox_xyxy for t in cam.tracks], np.float64).reshape(-1, 4)
+            crops, kept = crop_boxes(cam.image, boxes)
+            for name, model in models.items():
+                if crops:
+                    for i, v in zip(kept, model.embed(crops), strict=True):
+                        if logged[i].detected:
+                            logged[i].descriptors[name] = v.astype(np.float16)
+            tracks.extend(logged)
+        log.frames.append(LoggedFrame(gf.index, gf.timestamp_s, tracks))
+
+    out = run_pipeline(dataset, settings, max_frames=max_frames, on_result=on_result)
+    log.save(path)
+    return out
+
+
+def _descriptor_of(log: ObservationLog, name: str, colour_weight: float) -> Callable[[LoggedTrack], FloatArray | None]:
+    """How to get embedder ``name``'s vector from a logged track (``fused`` is made from its logged parts)."""
+    if name in log.embedders:
+        return lambda t: None if name not in t.descriptors else t.descriptors[name].astype(np.float32)
+    if name == "fused" and {"part_colour", "efficientnet_lite0"} <= set(log.embedders):
+        a, b = float(np.sqrt(colour_weight)), float(np.sqrt(1.0 - colour_weight))
+
+        def fused(t: LoggedTrack) -> FloatArray | None:
+            if "part_colour" not in t.descriptors:
+                return None
+            pc = t.descriptors["part_colour"].astype(np.float32)
+            ef = t.descriptors["efficientnet_lite0"].astype(np.float32)
+            return np.concatenate([pc / max(float(np.linalg.norm(pc)), 1e-12) * a,
+                                   ef / max(float(np.linalg.norm(ef)), 1e-12) * b])
+
+        return fused
+    raise ValueError(f"the log has descriptors of {log.embedders}, not of embedder '{name}'; record it again")
+
+
+def replay(log: ObservationLog, dataset: Dataset, settings: Settings) -> PipelineOutput:
+    """The identity layer alone over a recorded log, with ``settings``' identity options."""
+    from app.services.reid import IdentityRegistry, Observation
+
+    name = "efficientnet_lite0" if settings.embedder == "auto" else settings.embedder
+    describe = _descriptor_of(log, name, settings.embedder_colour_weight)
+    dim = next((len(v) for f in log.frames for t in f.tracks if (v := describe(t)) is not None), 1)
+    registry = IdentityRegistry.from_settings(settings, dim, dataset.env)
+    every = max(1, settings.reid_embed_every_n)
+    described: dict[tuple[str, int], int] = {}
+    rows_g: dict[str, list[tuple[float, ...]]] = {cid: [] for cid in dataset.env.cameras}
+    rows_t: dict[str, list[tuple[float, ...]]] = {cid: [] for cid in dataset.env.cameras}
+    events: dict[str, int] = {}
+    t0 = time.perf_counter()
+    for frame in log.frames:
+        observations = []
+        for t in frame.tracks:
+            vec = None
+            if t.detected:
+                key = (t.camera_id, t.track_id)
+                n = described.get(key, 0)
+                if n % every == 0:
+                    vec = describe(t)
+                described[key] = n + 1
+            observations.append(Observation(t.camera_id, t.track_id, vec, t.map_xy, t.confidence, t.bbox_xyxy))
+        gids = registry.assign(observations, frame.timestamp_s)
+        for t, gid in zip(frame.tracks, gids, strict=True):
+            x1, y1, x2, y2 = t.bbox_xyxy
+            mot_frame = t.frame_index + dataset.first_frame
+            rows_g[t.camera_id].append((mot_frame, gid, x1, y1, x2 - x1, y2 - y1))
+            rows_t[t.camera_id].append((mot_frame, t.track_id, x1, y1, x2 - x1, y2 - y1))
+        for ev in registry.drain_events():
+            events[ev.kind.value] = events.get(ev.kind.value, 0) + 1
+
+    def arr(rows: list[tuple[float, ...]]) -> np.ndarray:
+        return np.asarray(rows, np.float64).reshape(-1, 6)
+
+    cams = sum(len({t.camera_id for t in f.tracks}) for f in log.frames)
+    return PipelineOutput(
+        {c: arr(r) for c, r in rows_g.items()},
+        {c: arr(r) for c, r in rows_t.items()},
+        len(log.frames),
+        cams,
+        time.perf_counter() - t0,
+        events,
+    )
