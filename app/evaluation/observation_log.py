@@ -13,8 +13,6 @@ import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from app.models.base import FloatArray
 
 FORMAT_VERSION = 1
@@ -63,7 +61,3 @@ class ObservationLog:
             raise ValueError(f"{path}: not an observation log of format {FORMAT_VERSION}; record it again")
         return log
 
-
-def descriptor(track: LoggedTrack, name: str) -> FloatArray | None:
-    v = track.descriptors.get(name)
-    return None if v is None else np.asarray(v, np.float32)
