@@ -17,7 +17,7 @@ import numpy as np
 
 from app.core.config import Settings
 from app.evaluation.observation_log import LoggedFrame, LoggedTrack, ObservationLog
-from app.evaluation.tracking_eval import Dataset, PipelineOutput, run_pipeline
+from app.evaluation.tracking_eval import Dataset, OutputCollector, PipelineOutput, run_pipeline
 from app.models.base import AppearanceEmbedder, FloatArray
 from app.services.frame_processor import crop_boxes
 
@@ -94,9 +94,7 @@ def replay(log: ObservationLog, dataset: Dataset, settings: Settings) -> Pipelin
     registry = IdentityRegistry.from_settings(settings, dim, dataset.env)
     every = max(1, settings.reid_embed_every_n)
     described: dict[tuple[str, int], int] = {}
-    rows_g: dict[str, list[tuple[float, ...]]] = {cid: [] for cid in dataset.env.cameras}
-    rows_t: dict[str, list[tuple[float, ...]]] = {cid: [] for cid in dataset.env.cameras}
-    events: dict[str, int] = {}
+    collect = OutputCollector(list(dataset.env.cameras), dataset.first_frame)
     t0 = time.perf_counter()
     for frame in log.frames:
         observations = []
@@ -111,22 +109,8 @@ def replay(log: ObservationLog, dataset: Dataset, settings: Settings) -> Pipelin
             observations.append(Observation(t.camera_id, t.track_id, vec, t.map_xy, t.confidence, t.bbox_xyxy))
         gids = registry.assign(observations, frame.timestamp_s)
         for t, gid in zip(frame.tracks, gids, strict=True):
-            x1, y1, x2, y2 = t.bbox_xyxy
-            mot_frame = t.frame_index + dataset.first_frame
-            rows_g[t.camera_id].append((mot_frame, gid, x1, y1, x2 - x1, y2 - y1))
-            rows_t[t.camera_id].append((mot_frame, t.track_id, x1, y1, x2 - x1, y2 - y1))
+            collect.box(t.camera_id, t.frame_index, gid, t.track_id, t.bbox_xyxy)
         for ev in registry.drain_events():
-            events[ev.kind.value] = events.get(ev.kind.value, 0) + 1
-
-    def arr(rows: list[tuple[float, ...]]) -> np.ndarray:
-        return np.asarray(rows, np.float64).reshape(-1, 6)
-
+            collect.event(ev.kind.value)
     cams = sum(len({t.camera_id for t in f.tracks}) for f in log.frames)
-    return PipelineOutput(
-        {c: arr(r) for c, r in rows_g.items()},
-        {c: arr(r) for c, r in rows_t.items()},
-        len(log.frames),
-        cams,
-        time.perf_counter() - t0,
-        events,
-    )
+    return collect.output(len(log.frames), cams, time.perf_counter() - t0)

@@ -110,6 +110,40 @@ class PipelineOutput:
     identity_events: dict[str, int] = field(default_factory=dict)
 
 
+class OutputCollector:
+    """Builds a `PipelineOutput` box by box (shared by the full run and the identity replay)."""
+
+    def __init__(self, cameras: list[str], first_frame: int) -> None:
+        self.first_frame = first_frame
+        self._global: dict[str, list[tuple[float, ...]]] = {cid: [] for cid in cameras}
+        self._track: dict[str, list[tuple[float, ...]]] = {cid: [] for cid in cameras}
+        self.events: dict[str, int] = {}
+
+    def box(
+        self, camera_id: str, frame_index: int, global_id: int, track_id: int, xyxy: tuple[float, float, float, float]
+    ) -> None:
+        x1, y1, x2, y2 = xyxy
+        frame = frame_index + self.first_frame
+        self._global[camera_id].append((frame, global_id, x1, y1, x2 - x1, y2 - y1))
+        self._track[camera_id].append((frame, track_id, x1, y1, x2 - x1, y2 - y1))
+
+    def event(self, kind: str) -> None:
+        self.events[kind] = self.events.get(kind, 0) + 1
+
+    def output(self, global_frames: int, camera_frames: int, wall_s: float) -> PipelineOutput:
+        def arr(rows: list[tuple[float, ...]]) -> MotRows:
+            return np.asarray(rows, np.float64).reshape(-1, 6)
+
+        return PipelineOutput(
+            {c: arr(r) for c, r in self._global.items()},
+            {c: arr(r) for c, r in self._track.items()},
+            global_frames,
+            camera_frames,
+            wall_s,
+            self.events,
+        )
+
+
 def run_pipeline(
     dataset: Dataset,
     settings: Settings,
@@ -140,9 +174,7 @@ def run_pipeline(
         identities=IdentityRegistry.from_settings(settings, embedder.dim, env),
         embed_every_n=settings.reid_embed_every_n,
     )
-    rows_g: dict[str, list[tuple[float, ...]]] = {cid: [] for cid in env.cameras}
-    rows_t: dict[str, list[tuple[float, ...]]] = {cid: [] for cid in env.cameras}
-    events: dict[str, int] = {}
+    collect = OutputCollector(list(env.cameras), dataset.first_frame)
     sources = VideoDataManagerService(settings).open(list(env.cameras.values()))
     reader = SynchronizedReader(sources, read_ahead=settings.read_ahead_frames)
     reader.start()
@@ -157,27 +189,17 @@ def run_pipeline(
             if on_result is not None:
                 on_result(gf, result)
             for cam in result.cameras:
-                frame = cam.frame_index + dataset.first_frame
                 for t in cam.tracks:
-                    x1, y1, x2, y2 = t.bbox_xyxy
-                    rows_g[cam.camera_id].append((frame, t.global_id, x1, y1, x2 - x1, y2 - y1))
-                    rows_t[cam.camera_id].append((frame, t.track_id, x1, y1, x2 - x1, y2 - y1))
+                    collect.box(cam.camera_id, cam.frame_index, t.global_id, t.track_id, t.bbox_xyxy)
             for ev in result.identity_events:
-                events[ev.kind.value] = events.get(ev.kind.value, 0) + 1
+                collect.event(ev.kind.value)
             n_global += 1
             n_cam += len(result.cameras)
             if on_frame is not None:
                 on_frame(n_global)
     finally:
         reader.close()
-    wall = time.perf_counter() - t0
-
-    def arr(rows: list[tuple[float, ...]]) -> MotRows:
-        return np.asarray(rows, np.float64).reshape(-1, 6)
-
-    return PipelineOutput(
-        {c: arr(r) for c, r in rows_g.items()}, {c: arr(r) for c, r in rows_t.items()}, n_global, n_cam, wall, events
-    )
+    return collect.output(n_global, n_cam, time.perf_counter() - t0)
 
 
 # -- scoring and the report ---------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ Every decision that matters to a person-level consumer is an `IdentityEvent` in 
 from __future__ import annotations
 
 import itertools
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -186,9 +185,9 @@ class IdentityRegistry:
         self._left_for: dict[int, int] = {}
         self.total_identities = 0
         self.centring = CameraCentring() if self.config.camera_centring else None
-        self.negatives = DifferentPeopleSimilarities(
-            self.config.reentry.max_negatives if self.config.reentry is not None else 1
-        )
+        reentry = self.config.reentry or ReentryConfig()
+        self.negatives = DifferentPeopleSimilarities(reentry.max_negatives)
+        self._near_gate = GeometryGate(GeometryConfig(self.config.max_map_distance_m, reentry.near_speed_mps))
         self.reentries = 0
         """Identities linked to an earlier one (a person who came back)."""
 
@@ -509,15 +508,12 @@ class IdentityRegistry:
             self._merge(ident.gid, decision.candidate, now_s, decision.score)
             self.reentries += 1
 
-    @staticmethod
-    def _near(gone: _Identity, new: _Identity, cfg: ReentryConfig) -> bool:
+    def _near(self, gone: _Identity, new: _Identity, cfg: ReentryConfig) -> bool:
         """``new`` appeared where ``gone`` could have walked at a typical pace since vanishing."""
-        if gone.xy is None or new.first_xy is None:
-            return False
         gap = new.created_s - gone.xy_s
-        if not 0 <= gap <= cfg.near_max_gap_s:
+        if not 0 <= gap <= cfg.near_max_gap_s or gone.xy is None or new.first_xy is None:
             return False
-        return math.dist(gone.xy, new.first_xy) <= 1.0 + cfg.near_speed_mps * gap
+        return self._near_gate.reachable(gone.xy, gone.xy_s, new.first_xy, new.created_s) is not None
 
     def _prune(self, now_s: float) -> None:
         cfg = self.config

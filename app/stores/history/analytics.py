@@ -213,27 +213,35 @@ class HistoryAnalytics:
             .subquery("merges")
         )
 
+    def _filtered(
+        self, source: FromClause, time: ColumnElement[Any], f: HistoryFilter
+    ) -> tuple[FromClause, ColumnElement[Any], list[ColumnElement[bool]]]:
+        """``source`` (events or the per-minute aggregate) joined to the merge map when merges are resolved, the
+        person column (global id after merges) and the filter's conditions on ``time``."""
+        c = source.c
+        conds: list[ColumnElement[bool]] = []
+        if f.environment_id is not None:
+            conds.append(c.environment_id == f.environment_id)
+        if f.task_id is not None:
+            conds.append(c.task_id == f.task_id)
+        if f.start is not None:
+            conds.append(time >= f.start)
+        if f.end is not None:
+            conds.append(time < f.end)
+        person: ColumnElement[Any] = c.global_id
+        if f.resolve_merges:
+            m = self._merge_map(f)
+            source = source.outerjoin(m, and_(m.c.task_id == c.task_id, m.c.src == c.global_id))
+            person = func.coalesce(m.c.dst, c.global_id)
+        return source, person, conds
+
     def _events(self, f: HistoryFilter, with_position: bool = False) -> FromClause:
         """Tracking events in the filter, with ``person_id`` (the global id after merges)."""
         te = tracking_events
-        conds: list[ColumnElement[bool]] = []
-        if f.environment_id is not None:
-            conds.append(te.c.environment_id == f.environment_id)
-        if f.task_id is not None:
-            conds.append(te.c.task_id == f.task_id)
-        if f.start is not None:
-            conds.append(te.c.time >= f.start)
-        if f.end is not None:
-            conds.append(te.c.time < f.end)
+        source, person, conds = self._filtered(te, te.c.time, f)
         if with_position:
             conds.append(te.c.map_x.is_not(None))
             conds.append(te.c.map_y.is_not(None))
-        source: FromClause = te
-        person: ColumnElement[Any] = te.c.global_id
-        if f.resolve_merges:
-            m = self._merge_map(f)
-            source = te.outerjoin(m, and_(m.c.task_id == te.c.task_id, m.c.src == te.c.global_id))
-            person = func.coalesce(m.c.dst, te.c.global_id)
         return (
             select(
                 te.c.ts,
@@ -271,24 +279,34 @@ class HistoryAnalytics:
         if by_camera and self._aggregate_fits(f, bucket_s):
             return await self._occupancy_from_aggregate(f, bucket_s, limit, offset)
         ev = self._events(f)
-        bucket = func.floor(ev.c.ts / bucket_s)
-        keys: list[ColumnElement[Any]] = [bucket.label("bucket"), ev.c.environment_id]
+        keys: list[ColumnElement[Any]] = [func.floor(ev.c.ts / bucket_s).label("bucket"), ev.c.environment_id]
         if by_camera:
             keys.append(ev.c.camera_id)
         person_key = ev.c.task_id + literal(":") + cast(ev.c.person_id, String)
         # One row per person-frame in each group (a person seen by several cameras counts once per frame).
-        frames = select(*keys, person_key.label("person"), ev.c.ts, ev.c.sample_s).distinct().subquery("pf")
-        group = [frames.c.bucket, frames.c.environment_id] + ([frames.c.camera_id] if by_camera else [])
+        frames = (
+            select(*keys, person_key.label("person"), ev.c.ts, ev.c.sample_s.label("seconds"))
+            .distinct()
+            .subquery("pf")
+        )
+        return await self._occupancy_page(frames, bucket_s, by_camera, limit, offset)
+
+    async def _occupancy_page(
+        self, rows: FromClause, bucket_s: float, by_camera: bool, limit: int, offset: int
+    ) -> Page[OccupancyRow]:
+        """Occupancy from ``rows`` (``bucket``, ``environment_id``, [``camera_id``], ``person``, ``seconds``):
+        distinct people and person-seconds / bucket length per group."""
+        group = [rows.c.bucket, rows.c.environment_id] + ([rows.c.camera_id] if by_camera else [])
         stmt = (
             select(
                 *group,
-                func.count(distinct(frames.c.person)).label("people"),
-                (func.sum(frames.c.sample_s) / bucket_s).label("mean_people"),
+                func.count(distinct(rows.c.person)).label("people"),
+                (func.sum(rows.c.seconds) / bucket_s).label("mean_people"),
             )
             .group_by(*group)
             .order_by(*group)
         )
-        rows, total = await self._page(stmt, limit, offset)
+        page, total = await self._page(stmt, limit, offset)
         items = [
             OccupancyRow(
                 epoch_to_datetime(float(r.bucket) * bucket_s),
@@ -297,7 +315,7 @@ class HistoryAnalytics:
                 int(r.people),
                 float(r.mean_people),
             )
-            for r in rows
+            for r in page
         ]
         return Page(items, total, limit, offset)
 
@@ -313,53 +331,20 @@ class HistoryAnalytics:
         """Per-camera occupancy from one row per person and minute instead of one per person-frame (hundreds
         of times fewer rows over long ranges; the aggregate is real-time, so the newest minutes are included)."""
         agg = AGGREGATE
-        conds: list[ColumnElement[bool]] = []
-        if f.environment_id is not None:
-            conds.append(agg.c.environment_id == f.environment_id)
-        if f.task_id is not None:
-            conds.append(agg.c.task_id == f.task_id)
-        if f.start is not None:
-            conds.append(agg.c.bucket >= f.start)
-        if f.end is not None:
-            conds.append(agg.c.bucket < f.end)
-        source: FromClause = agg
-        person: ColumnElement[Any] = agg.c.global_id
-        if f.resolve_merges:
-            m = self._merge_map(f)
-            source = agg.outerjoin(m, and_(m.c.task_id == agg.c.task_id, m.c.src == agg.c.global_id))
-            person = func.coalesce(m.c.dst, agg.c.global_id)
-        epoch = func.extract("epoch", agg.c.bucket)
-        rows_q = (
+        source, person, conds = self._filtered(agg, agg.c.bucket, f)
+        minutes = (
             select(
-                func.floor(epoch / bucket_s).label("bucket"),
+                func.floor(func.extract("epoch", agg.c.bucket) / bucket_s).label("bucket"),
                 agg.c.environment_id,
                 agg.c.camera_id,
                 (agg.c.task_id + literal(":") + cast(person, String)).label("person"),
-                agg.c.person_seconds,
+                agg.c.person_seconds.label("seconds"),
             )
             .select_from(source)
             .where(*conds)
             .subquery("pm")
         )
-        group = [rows_q.c.bucket, rows_q.c.environment_id, rows_q.c.camera_id]
-        stmt = (
-            select(
-                *group,
-                func.count(distinct(rows_q.c.person)).label("people"),
-                (func.sum(rows_q.c.person_seconds) / bucket_s).label("mean_people"),
-            )
-            .group_by(*group)
-            .order_by(*group)
-        )
-        rows, total = await self._page(stmt, limit, offset)
-        items = [
-            OccupancyRow(
-                epoch_to_datetime(float(r.bucket) * bucket_s), r.environment_id, r.camera_id, int(r.people),
-                float(r.mean_people),
-            )
-            for r in rows
-        ]
-        return Page(items, total, limit, offset)
+        return await self._occupancy_page(minutes, bucket_s, True, limit, offset)
 
     async def unique_people(self, f: HistoryFilter) -> UniquePeople:
         ev = self._events(f)
