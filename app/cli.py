@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+import webbrowser
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def cmd_build_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _demo(settings: Settings, env_dir: Path, host: str, port: int, stay: bool) -> int:
+async def _demo(settings: Settings, env_dir: Path, host: str, port: int, stay: bool, open_browser: bool = False) -> int:
     from app.client import WatchSummary, watch
     from app.main import create_app
 
@@ -75,12 +76,16 @@ async def _demo(settings: Settings, env_dir: Path, host: str, port: int, stay: b
             r.raise_for_status()
             started = r.json()
         task_id = started["task_id"]
+        viewer = f"{base}/?task={task_id}"
         print(
-            f"task {task_id} started\n  status:    {started['status_url']}\n"
+            f"task {task_id} started\n  viewer:    {viewer}\n  status:    {started['status_url']}\n"
             f"  websocket: {started['websocket_url']}\n  api docs:  {base}/docs\n"
             f"  watch it:  spoton watch {task_id} --url {base}\n",
             flush=True,
         )
+
+        if open_browser and not webbrowser.open(viewer):
+            print("no system browser found: open the viewer URL above by hand", flush=True)
 
         def tick(s: WatchSummary) -> None:
             print(s.line(), flush=True)
@@ -120,12 +125,13 @@ async def _demo(settings: Settings, env_dir: Path, host: str, port: int, stay: b
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
+    host = args.host or settings.host
+    port = args.port or settings.port
+    print(f"SpotOn viewer: http://{host}:{port}/  (live once the server is up)", flush=True)
     t0 = time.monotonic()
     env_dir = build_demo(settings, force=args.rebuild, max_frames=args.max_frames)
     print(f"demo environment ready in {time.monotonic() - t0:.1f}s: {env_dir}", flush=True)
-    host = args.host or settings.host
-    port = args.port or settings.port
-    return asyncio.run(_demo(settings, env_dir, host, port, args.stay))
+    return asyncio.run(_demo(settings, env_dir, host, port, args.stay, args.open))
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -364,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--port", type=int)
     d.add_argument("--rebuild", action="store_true", help="rebuild the demo environment")
     d.add_argument("--stay", action="store_true", help="keep serving after the task ends (Ctrl-C stops)")
+    d.add_argument("--open", action="store_true", help="open the viewer in the system browser, when there is one")
     d.add_argument("--max-frames", type=int, help="use only the first N frames of the video (a quick look)")
     d.set_defaults(fn=cmd_demo)
 

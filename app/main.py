@@ -8,10 +8,13 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from app.api.deps import AppContext
 from app.api.v1.endpoints import health
 from app.api.v1.router import api_router
+from app.api.viewer import WEB_DIR
+from app.api.viewer import router as viewer_router
 from app.api.websockets import router as ws_router
 from app.core.config import Settings, get_settings
 from app.core.lifecycle import Components
@@ -65,4 +68,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     app.include_router(ws_router)
     app.include_router(health.router)
+    app.include_router(viewer_router)
+    app.mount("/viewer", StaticFiles(directory=WEB_DIR), name="viewer")
     return app

@@ -16,8 +16,8 @@ from app.utils.server import free_port, uvicorn_config
 
 
 @contextmanager
-def live_server(settings: Settings, ready_timeout: float = 300.0) -> Iterator[str]:
-    port = free_port()
+def live_server(settings: Settings, ready_timeout: float = 300.0, port: int | None = None) -> Iterator[str]:
+    port = port or free_port()
     server = uvicorn.Server(uvicorn_config(create_app(settings), "127.0.0.1", port, "warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

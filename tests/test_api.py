@@ -81,3 +81,24 @@ def test_unknown_task_websocket_closes_with_4404(client: TestClient) -> None:
     with pytest.raises(WebSocketDisconnect) as exc, client.websocket_connect("/ws/tracking/nope") as ws:
         ws.receive_text()
     assert exc.value.code == 4404
+
+
+def test_viewer_page_map_picture_and_camera_footprints(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and 'data-testid="camera-grid"' in page.text
+    script = client.get("/viewer/viewer.js").headers["content-type"]
+    assert script.startswith(("text/javascript", "application/javascript"))
+    (env,) = client.get("/api/v1/config/environments").json()
+    assert env["map_image_url"] == "/api/v1/config/environments/pets-derived/map"
+    picture = client.get(env["map_image_url"])
+    assert picture.status_code == 200 and picture.content[:4] == b"\x89PNG"
+    assert client.get("/api/v1/config/environments/nope/map").status_code == 404
+    x0, y0 = env["map_origin_m"]
+    x1, y1 = x0 + env["map_width_m"], y0 + env["map_height_m"]
+    for cam in client.get("/api/v1/config/environments/pets-derived/cameras").json():
+        poly = cam["footprint_m"]
+        assert len(poly) >= 3, cam["id"]
+        assert all(x0 <= x <= x1 and y0 <= y <= y1 for x, y in poly)
+        xs, ys = [p[0] for p in poly], [p[1] for p in poly]
+        area = 0.5 * abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(poly))))
+        assert area > 10.0, cam["id"]  # square metres of ground in view

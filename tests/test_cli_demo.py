@@ -41,6 +41,8 @@ def test_demo_runs_a_task_to_completion_and_reports_progress(tmp_path: Path) -> 
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     assert "websocket: ws://" in out
+    assert out.splitlines()[0].startswith("SpotOn viewer: http://")  # the viewer URL comes first
+    assert re.search(r"viewer: +http://\S+/\?task=\w+", out), out
     assert re.search(r"task finished: COMPLETED — \d+ global frames processed, \d+ global ids, \d+ JPEGs", out), out
     processed = int(re.search(r"(\d+) global frames processed", out).group(1))  # type: ignore[union-attr]
     assert processed >= 1

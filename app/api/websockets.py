@@ -42,7 +42,7 @@ class _CloseClient(Exception):
         self.reason = reason
 
 
-async def _find_stream(ctx: AppContext, task_id: str) -> tuple[int, str] | None:
+async def find_stream(ctx: AppContext, task_id: str) -> tuple[int, str] | None:
     """None when the task can be streamed here (it runs here or is now followed); else the close."""
     if ctx.tasks.is_local(task_id):
         if ctx.hub.is_streaming(task_id):
@@ -61,7 +61,7 @@ async def _find_stream(ctx: AppContext, task_id: str) -> tuple[int, str] | None:
 async def tracking_ws(websocket: WebSocket, task_id: str) -> None:
     ctx = get_context(websocket)
     await websocket.accept()
-    refused = await _find_stream(ctx, task_id)
+    refused = await find_stream(ctx, task_id)
     if refused is not None:
         await websocket.close(code=refused[0], reason=refused[1][:120])
         return

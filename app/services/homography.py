@@ -45,3 +45,33 @@ class HomographyService:
     def boxes_to_map(self, camera_id: str, boxes_xyxy: npt.ArrayLike) -> Points:
         """N×2 map positions (metres) of the boxes' foot points; NaN where the point is off the ground."""
         return apply_homography(self._to_m[camera_id], foot_points(boxes_xyxy))
+
+
+def ground_footprint(
+    image_to_m: npt.NDArray[np.float64],
+    width: int,
+    height: int,
+    bounds_m: tuple[float, float, float, float],
+    samples_per_side: int = 16,
+) -> list[tuple[float, float]]:
+    """The ground a camera sees, as a polygon in map metres: the image border projected onto the ground
+    (points above the horizon dropped) and clipped to the map's ``(x0, y0, x1, y1)``. Empty when the camera
+    sees no ground."""
+    t = np.linspace(0.0, 1.0, samples_per_side, endpoint=False)
+    w, h = float(width), float(height)
+    border = np.concatenate(
+        [
+            np.stack([t * w, np.zeros_like(t)], 1),
+            np.stack([np.full_like(t, w), t * h], 1),
+            np.stack([w - t * w, np.full_like(t, h)], 1),
+            np.stack([np.zeros_like(t), h - t * h], 1),
+        ]
+    )
+    pts = apply_homography(image_to_m, border)
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    if len(pts) < 3:
+        return []
+    x0, y0, x1, y1 = bounds_m
+    pts[:, 0] = np.clip(pts[:, 0], x0, x1)
+    pts[:, 1] = np.clip(pts[:, 1], y0, y1)
+    return [(round(float(x), 3), round(float(y), 3)) for x, y in pts]

@@ -61,6 +61,8 @@ class CameraOut(BaseModel):
     fps: float
     image_to_map_homography: list[list[float]]
     reprojection_error_m: float | None
+    footprint_m: list[tuple[float, float]] = []
+    """The ground the camera sees, a polygon in map metres (clipped to the map)."""
 
 
 class EnvironmentOut(BaseModel):
@@ -73,6 +75,8 @@ class EnvironmentOut(BaseModel):
     map_origin_m: tuple[float, float]
     camera_ids: list[str]
     overlaps: list[tuple[str, str]]
+    map_image_url: str | None = None
+    """The map picture (map pixels; ``map_pixels_per_meter``), when the environment has one."""
 
 
 class ComponentOut(BaseModel):

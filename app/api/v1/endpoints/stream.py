@@ -1,0 +1,133 @@
+"""``GET /api/v1/stream/{task_id}/{camera_id}``: one camera of a task as MJPEG (``multipart/x-mixed-replace``).
+
+Any ``<img>`` tag, VLC or a home-automation camera card can show it. It is fed from the same hub as the
+WebSocket, through a client outbox of its own: newest frame wins, nothing queues up behind a slow reader, and a
+reader that stays behind longer than ``SPOTON_WS_SLOW_CLIENT_CLOSE_S`` is dropped. ``?overlay=1`` draws each
+track's box and global id into the frame (the frame is held until its ``tracking_update`` arrives, which the
+hub publishes right after the frames of a global frame).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import StreamingResponse
+
+from app.api.deps import AppContext, get_context
+from app.api.v1.schemas import ErrorResponse
+from app.api.websockets import find_stream
+from app.services.notifications import ClientOutbox
+from app.services.overlay import draw_tracks
+from app.services.task_manager import UnknownTaskError
+from app.stores.live_state import LiveStateUnavailableError
+from app.utils.wire import FrameHeaderError, unpack_frame
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/stream", tags=["stream"])
+Ctx = Annotated[AppContext, Depends(get_context)]
+BOUNDARY = "frame"
+
+
+def part(jpeg: bytes) -> bytes:
+    return (
+        f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n"
+    )
+
+
+@router.get(
+    "/{task_id}/{camera_id}",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {f"multipart/x-mixed-replace; boundary={BOUNDARY}": {}}, "description": "JPEG parts"},
+        404: {"model": ErrorResponse},
+        503: {"model": ErrorResponse},
+    },
+)
+async def mjpeg(
+    task_id: str,
+    camera_id: str,
+    request: Request,
+    ctx: Ctx,
+    overlay: Annotated[bool, Query(description="draw boxes and global ids into the frames")] = False,
+) -> StreamingResponse:
+    try:
+        task = await ctx.tasks.find(task_id)
+    except UnknownTaskError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"processing task '{task_id}' not found") from None
+    except LiveStateUnavailableError:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "live state store unreachable") from None
+    if camera_id not in task.camera_ids:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"camera '{camera_id}' is not part of task '{task_id}'")
+    refused = await find_stream(ctx, task_id)
+    if refused is not None:  # ended so long ago that its frames are forgotten, or the store is unreachable
+        code = status.HTTP_503_SERVICE_UNAVAILABLE if refused[0] == 1011 else status.HTTP_404_NOT_FOUND
+        raise HTTPException(code, f"no stream for task '{task_id}': {refused[1]}")
+    box = ctx.hub.subscribe(task_id)
+    return StreamingResponse(
+        _parts(ctx, request, task_id, camera_id, box, overlay),
+        media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _parts(
+    ctx: AppContext, request: Request, task_id: str, camera_id: str, box: ClientOutbox, overlay: bool
+) -> AsyncIterator[bytes]:
+    held: tuple[int, bytes] | None = None  # overlay: the newest frame waiting for its tracks
+    limit = ctx.settings.ws_slow_client_close_s
+    try:
+        while True:
+            if box.behind_since is not None and time.monotonic() - box.behind_since > limit:
+                log.info("task %s: MJPEG reader of %s stayed behind for %g s; dropped", task_id, camera_id, limit)
+                return
+            try:
+                msg = await asyncio.wait_for(box.get(), timeout=1.0)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    return
+                continue
+            if msg.kind == "close":
+                if held is not None:
+                    yield part(held[1])
+                return
+            if msg.kind == "bytes":
+                if msg.camera_id != camera_id:
+                    continue
+                assert isinstance(msg.data, bytes)
+                try:
+                    header, jpeg = unpack_frame(msg.data)
+                except FrameHeaderError:
+                    continue
+                if not overlay:
+                    yield part(jpeg)
+                    continue
+                held = (header.frame_index, jpeg)
+            elif overlay and held is not None:
+                assert isinstance(msg.data, str)
+                tracks = _tracks_of(msg.data, camera_id, held[0])
+                if tracks is not None:
+                    jpeg = await asyncio.to_thread(draw_tracks, held[1], tracks)
+                    held = None
+                    yield part(jpeg)
+    finally:
+        ctx.hub.unsubscribe(task_id, box)
+
+
+def _tracks_of(text: str, camera_id: str, frame_index: int) -> list[dict[str, Any]] | None:
+    """The camera's tracks in a ``tracking_update`` of that frame (None for any other message)."""
+    if '"tracking_update"' not in text:
+        return None
+    try:
+        cam = json.loads(text)["cameras"][camera_id]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(cam, dict) or cam.get("frame_index") != frame_index:
+        return None
+    tracks = cam.get("tracks")
+    return tracks if isinstance(tracks, list) else []
