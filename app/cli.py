@@ -22,6 +22,10 @@ from app.core.logging import setup_logging
 from app.utils.server import EmbeddedServer, uvicorn_config, wait_healthy
 
 log = logging.getLogger("spoton")
+COMPAT_PORT = 3847
+"""The original SpotOn frontend's hard-coded backend port."""
+COMPAT_ORIGINS = "http://localhost:5173,http://127.0.0.1:5173,http://localhost:4173,http://127.0.0.1:4173"
+"""Where its Vite dev server (5173) and preview (4173) serve it: the CORS default with --frontend-compat."""
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -31,6 +35,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings.extra_environments = [*settings.extra_environments, *[Path(p) for p in args.environment]]
     host = args.host or settings.host
     port = args.port or settings.port
+    if args.frontend_compat:
+        settings.frontend_compat = True
+        settings.cors_origins = settings.cors_origins or COMPAT_ORIGINS
+        port = args.port or COMPAT_PORT
     setup_logging(settings.log_level)
     server = uvicorn.Server(uvicorn_config(create_app(settings), host, port, settings.log_level))
     server.run()
@@ -127,6 +135,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
     host = args.host or settings.host
     port = args.port or settings.port
+    if args.frontend_compat:
+        settings.frontend_compat = True
+        settings.cors_origins = settings.cors_origins or COMPAT_ORIGINS
+        port = args.port or COMPAT_PORT
     print(f"SpotOn viewer: http://{host}:{port}/  (live once the server is up)", flush=True)
     t0 = time.monotonic()
     env_dir = build_demo(settings, force=args.rebuild, max_frames=args.max_frames)
@@ -357,6 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument(
+        "--frontend-compat",
+        action="store_true",
+        help=f"serve the original SpotOn frontend's API too (default port {COMPAT_PORT}; docs/frontend-compat.md)",
+    )
+    s.add_argument(
         "--environment",
         action="append",
         default=[],
@@ -370,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--port", type=int)
     d.add_argument("--rebuild", action="store_true", help="rebuild the demo environment")
     d.add_argument("--stay", action="store_true", help="keep serving after the task ends (Ctrl-C stops)")
+    d.add_argument(
+        "--frontend-compat",
+        action="store_true",
+        help=f"also serve the original SpotOn frontend's API (default port {COMPAT_PORT}); the demo is 'campus'",
+    )
     d.add_argument("--open", action="store_true", help="open the viewer in the system browser, when there is one")
     d.add_argument("--max-frames", type=int, help="use only the first N frames of the video (a quick look)")
     d.set_defaults(fn=cmd_demo)

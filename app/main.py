@@ -8,8 +8,12 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
+from app.api.compat import legacy_ws as compat_ws
+from app.api.compat import rest as compat_rest
+from app.api.compat.aliases import AliasTable
 from app.api.deps import AppContext
 from app.api.v1.endpoints import health
 from app.api.v1.router import api_router
@@ -34,6 +38,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         catalog = EnvironmentCatalog.from_paths(settings.environments_dir, settings.extra_environments)
+        if settings.frontend_compat:  # a bad alias table stops the start with its message
+            app.state.frontend_aliases = AliasTable.build(settings.frontend_aliases, catalog)
         components = Components(settings, catalog)
         live = build_live_state(settings)
         await live.start()
@@ -69,5 +75,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ws_router)
     app.include_router(health.router)
     app.include_router(viewer_router)
+    if settings.frontend_compat:
+        app.include_router(compat_rest.router)
+        app.include_router(compat_ws.router)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Content-Type", "Authorization"],
+            max_age=600,
+        )
     app.mount("/viewer", StaticFiles(directory=WEB_DIR), name="viewer")
     return app

@@ -15,11 +15,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from app.api.deps import AppContext, get_context
-from app.services.notifications import ClientOutbox
+from app.services.notifications import ClientOutbox, Outbound
 from app.stores.live_state import LiveStateUnavailableError
 
 log = logging.getLogger(__name__)
@@ -57,16 +58,25 @@ async def find_stream(ctx: AppContext, task_id: str) -> tuple[int, str] | None:
     return CLOSE_UNKNOWN_TASK, f"processing task '{task_id}' not found"
 
 
+Translate = Callable[[Outbound], list[Outbound]]
+"""Turns one hub message into what this client is sent (the frontend-compatibility mode's per-camera JSON)."""
+
+
 @router.websocket("/ws/tracking/{task_id}")
 async def tracking_ws(websocket: WebSocket, task_id: str) -> None:
     ctx = get_context(websocket)
+    translate: Translate | None = None
+    if ctx.settings.frontend_compat and "tab_id" in websocket.query_params:
+        from app.api.compat.legacy_ws import legacy_translator
+
+        translate = await legacy_translator(websocket, ctx, task_id)
     await websocket.accept()
     refused = await find_stream(ctx, task_id)
     if refused is not None:
         await websocket.close(code=refused[0], reason=refused[1][:120])
         return
     box = ctx.hub.subscribe(task_id)
-    sender = asyncio.create_task(_send(websocket, box, ctx, task_id))
+    sender = asyncio.create_task(_send(websocket, box, ctx, task_id, translate))
     receiver = asyncio.create_task(_drain(websocket))
     try:
         done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
@@ -89,7 +99,9 @@ async def tracking_ws(websocket: WebSocket, task_id: str) -> None:
         await asyncio.wait_for(websocket.close(code=code, reason=reason), timeout=2.0)
 
 
-async def _send(websocket: WebSocket, box: ClientOutbox, ctx: AppContext, task_id: str) -> None:
+async def _send(
+    websocket: WebSocket, box: ClientOutbox, ctx: AppContext, task_id: str, translate: Translate | None = None
+) -> None:
     s = ctx.settings
     while True:
         if box.behind_since is not None and time.monotonic() - box.behind_since > s.ws_slow_client_close_s:
@@ -102,18 +114,19 @@ async def _send(websocket: WebSocket, box: ClientOutbox, ctx: AppContext, task_i
             if msg.reason:
                 raise _CloseClient(CLOSE_STREAM_LOST, msg.reason)
             return
-        try:
-            if msg.kind == "bytes":
-                assert isinstance(msg.data, bytes)
-                await asyncio.wait_for(websocket.send_bytes(msg.data), timeout=s.ws_send_timeout_s)
-                ctx.hub.record_send(task_id, msg)
-            else:
-                assert isinstance(msg.data, str)
-                await asyncio.wait_for(websocket.send_text(msg.data), timeout=s.ws_send_timeout_s)
-        except TimeoutError:
-            raise _CloseClient(
-                CLOSE_SEND_TIMEOUT, f"a send did not complete within {s.ws_send_timeout_s:g} s"
-            ) from None
+        for out in translate(msg) if translate is not None else (msg,):
+            try:
+                if out.kind == "bytes":
+                    assert isinstance(out.data, bytes)
+                    await asyncio.wait_for(websocket.send_bytes(out.data), timeout=s.ws_send_timeout_s)
+                    ctx.hub.record_send(task_id, out)
+                else:
+                    assert isinstance(out.data, str)
+                    await asyncio.wait_for(websocket.send_text(out.data), timeout=s.ws_send_timeout_s)
+            except TimeoutError:
+                raise _CloseClient(
+                    CLOSE_SEND_TIMEOUT, f"a send did not complete within {s.ws_send_timeout_s:g} s"
+                ) from None
 
 
 async def _drain(websocket: WebSocket) -> None:

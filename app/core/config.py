@@ -20,6 +20,15 @@ class Settings(BaseSettings):
     # --- service -------------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = 8000
+    cors_origins: str = ""
+    """Comma-separated origins allowed cross-origin (REST, MJPEG, preflights); empty: CORS off. The built-in
+    viewer is same-origin and needs none."""
+    frontend_compat: bool = False
+    """Serve the original SpotOn web frontend's API (docs/frontend-compat.md)."""
+    frontend_aliases: str = ""
+    """JSON: the frontend's environments and camera ids onto ours, e.g. ``{"campus": {"environment_id": "demo",
+    "cameras": {"c01": "c1", "c02": "c2"}}}``. Empty: ``campus`` is the first environment served, ``factory``
+    the second, their cameras in order as c01, c02, c03, c05 / c09, c12, c13, c16."""
     log_level: str = "INFO"
     data_dir: Path = Path("var")
     """Working data: the demo environment, caches. Created on demand."""

@@ -41,3 +41,18 @@ def draw_tracks(jpeg: bytes, tracks: Sequence[dict[str, Any]], quality: int = 80
         cv2.putText(image, label, (x1 + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
     ok, out = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return out.tobytes() if ok else jpeg
+
+
+def pad_jpeg(jpeg: bytes, box: Any, quality: int = 80) -> bytes:
+    """The JPEG centred on black bars to ``box.canvas`` (a `Letterbox`: 16:9 for the original frontend)."""
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return jpeg
+    h, w = image.shape[:2]
+    scale = w / box.width  # 1, or less for a constrained reader's downscaled variant
+    cw, ch = max(w, round(box.canvas[0] * scale)), max(h, round(box.canvas[1] * scale))
+    ox, oy = (cw - w) // 2, (ch - h) // 2
+    canvas = np.zeros((ch, cw, 3), np.uint8)
+    canvas[oy : oy + h, ox : ox + w] = image
+    ok, out = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return out.tobytes() if ok else jpeg

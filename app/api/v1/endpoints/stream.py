@@ -19,11 +19,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
 
+from app.api.compat.aliases import Letterbox
+from app.api.compat.legacy_ws import letterboxes_for
 from app.api.deps import AppContext, get_context
 from app.api.v1.schemas import ErrorResponse
 from app.api.websockets import find_stream
 from app.services.notifications import ClientOutbox
-from app.services.overlay import draw_tracks
+from app.services.overlay import draw_tracks, pad_jpeg
 from app.services.task_manager import UnknownTaskError
 from app.stores.live_state import LiveStateUnavailableError
 from app.utils.wire import FrameHeaderError, unpack_frame
@@ -62,6 +64,14 @@ async def mjpeg(
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"processing task '{task_id}' not found") from None
     except LiveStateUnavailableError:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "live state store unreachable") from None
+    letterbox: Letterbox | None = None
+    if camera_id not in task.camera_ids and ctx.settings.frontend_compat:
+        # the original frontend's camera ids (docs/frontend-compat.md): 16:9 frames, so its boxes line up
+        alias = request.app.state.frontend_aliases.for_environment(task.environment_id)
+        ours = alias.ours(camera_id) if alias is not None else None
+        if ours is not None:
+            camera_id = ours
+            letterbox = letterboxes_for(ctx, task.environment_id).get(ours)
     if camera_id not in task.camera_ids:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"camera '{camera_id}' is not part of task '{task_id}'")
     refused = await find_stream(ctx, task_id)
@@ -70,14 +80,20 @@ async def mjpeg(
         raise HTTPException(code, f"no stream for task '{task_id}': {refused[1]}")
     box = ctx.hub.subscribe(task_id)
     return StreamingResponse(
-        _parts(ctx, request, task_id, camera_id, box, overlay),
+        _parts(ctx, request, task_id, camera_id, box, overlay, letterbox if letterbox and letterbox.needed else None),
         media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
 async def _parts(
-    ctx: AppContext, request: Request, task_id: str, camera_id: str, box: ClientOutbox, overlay: bool
+    ctx: AppContext,
+    request: Request,
+    task_id: str,
+    camera_id: str,
+    box: ClientOutbox,
+    overlay: bool,
+    letterbox: Letterbox | None = None,
 ) -> AsyncIterator[bytes]:
     held: tuple[int, bytes] | None = None  # overlay: the newest frame waiting for its tracks
     limit = ctx.settings.ws_slow_client_close_s
@@ -105,7 +121,7 @@ async def _parts(
                 except FrameHeaderError:
                     continue
                 if not overlay:
-                    yield part(jpeg)
+                    yield part(await asyncio.to_thread(pad_jpeg, jpeg, letterbox) if letterbox else jpeg)
                     continue
                 held = (header.frame_index, jpeg)
             elif overlay and held is not None:
@@ -113,6 +129,8 @@ async def _parts(
                 tracks = _tracks_of(msg.data, camera_id, held[0])
                 if tracks is not None:
                     jpeg = await asyncio.to_thread(draw_tracks, held[1], tracks)
+                    if letterbox is not None:
+                        jpeg = await asyncio.to_thread(pad_jpeg, jpeg, letterbox)
                     held = None
                     yield part(jpeg)
     finally:
