@@ -361,6 +361,34 @@ def _eval_recorded(
     return score(dataset, out, last_frame=last)
 
 
+def cmd_keys_add(args: argparse.Namespace) -> int:
+    """Create a key, store only its hash in the keys file, print the key once."""
+    import json
+
+    from app.core.security import Role, digest, new_key
+
+    path = Path(args.file)
+    try:
+        entries = json.loads(path.read_text()) if path.exists() else []
+    except ValueError as exc:
+        print(f"spoton keys: {path} is not a keys file: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(entries, list) or any(isinstance(e, dict) and e.get("name") == args.name for e in entries):
+        print(f"spoton keys: {path} is not a list of keys, or already has a key named '{args.name}'", file=sys.stderr)
+        return 2
+    key = new_key()
+    entry: dict[str, Any] = {"name": args.name, "role": Role[args.role].name, "sha256": digest(key)}
+    if args.environment:
+        entry["environments"] = list(args.environment)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps([*entries, entry], indent=2))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    print(key)
+    print(f"stored the hash of key '{args.name}' ({args.role}) in {path}; the key is shown only now", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="spoton", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -441,6 +469,16 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--frame-step", type=int, default=1, help="score every N-th ground-truth frame")
     ev.add_argument("--out", metavar="FILE.json", help="write the report as JSON")
     ev.set_defaults(fn=cmd_eval_detector)
+
+    keys = sub.add_parser("keys", help="API keys (stored hashed in a keys file)").add_subparsers(
+        dest="keys", required=True
+    )
+    ka = keys.add_parser("add", help="create a key: prints it once, stores its SHA-256")
+    ka.add_argument("--file", required=True, help="keys file (SPOTON_API_KEYS_FILE)")
+    ka.add_argument("--name", required=True)
+    ka.add_argument("--role", choices=["viewer", "operator", "admin"], required=True)
+    ka.add_argument("--environment", action="append", default=[], help="limit the key to an environment (repeatable)")
+    ka.set_defaults(fn=cmd_keys_add)
 
     te = sub.add_parser("eval", help="tracking and cross-camera identity scores (MOTA, IDF1, HOTA) on datasets")
     te.add_argument(

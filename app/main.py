@@ -7,14 +7,16 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
+from app.api.auth import require
 from app.api.compat import legacy_ws as compat_ws
 from app.api.compat import rest as compat_rest
 from app.api.compat.aliases import AliasTable
 from app.api.deps import AppContext
+from app.api.security_headers import SecurityHeaders
 from app.api.v1.endpoints import health
 from app.api.v1.router import api_router
 from app.api.viewer import WEB_DIR
@@ -22,6 +24,7 @@ from app.api.viewer import router as viewer_router
 from app.api.websockets import router as ws_router
 from app.core.config import Settings, get_settings
 from app.core.lifecycle import Components
+from app.core.security import KeyStore, Role
 from app.services.environment_catalog import EnvironmentCatalog
 from app.services.notifications import NotificationHub
 from app.services.task_manager import TaskManager
@@ -65,18 +68,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if not loader.done():
                 await asyncio.wait({loader}, timeout=30)
 
+    keys = KeyStore.load(
+        settings.api_keys,
+        settings.api_keys_file,
+        settings.auth_secret.get_secret_value() if settings.auth_secret else None,
+        settings.signed_url_ttl_s,
+    )
     app = FastAPI(
         title="SpotOn",
         version="0.1.0",
         description="Real-time multi-camera person tracking on a metric map.",
         lifespan=lifespan,
     )
+    app.state.keys = keys
+    app.add_middleware(SecurityHeaders)
     app.include_router(api_router)
     app.include_router(ws_router)
     app.include_router(health.router)
     app.include_router(viewer_router)
     if settings.frontend_compat:
-        app.include_router(compat_rest.router)
+        app.include_router(compat_rest.router, dependencies=[Depends(require(Role.viewer))])
         app.include_router(compat_ws.router)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

@@ -161,3 +161,27 @@ def test_a_page_left_open_recovers_when_the_server_restarts(browser: Any, tmp_pa
             """() => document.querySelector('[data-testid="env-select"]').options.length === 1""", timeout=30_000
         )
         assert not page.is_disabled('[data-testid="start-task"]')
+
+
+def test_the_viewer_asks_for_a_key_when_the_server_requires_one(browser: Any, tmp_path: Path) -> None:
+    key = "operator-key-for-the-viewer-0123"
+    clip = make_clip(tmp_path, 70)
+    settings = Settings(environments_dir=tmp_path / "none", extra_environments=[clip], playback_speed=1.0,
+                        api_keys=f"operator:{key}")
+    with live_server(settings) as base:
+        page = browser.new_page()
+        asked: list[str] = []
+        page.on("dialog", lambda d: (asked.append(d.message), d.accept(key)))
+        page.goto(base + "/")
+        page.wait_for_function(
+            """() => document.querySelector('[data-testid="env-select"]').options.length === 1""", timeout=60_000
+        )
+        assert asked and "API key" in asked[0]
+        page.select_option('[data-testid="env-select"]', "clip")
+        page.click('[data-testid="start-task"]')
+        page.wait_for_function(  # the WebSocket authenticated with its first message: frames arrive
+            """() => { const t = [...document.querySelectorAll('[data-testid="camera-tile"]')];
+                 return t.length === 4 && t.every((x) => Number(x.dataset.frames) >= 3); }""",
+            timeout=120_000,
+        )
+        assert page.get_attribute('[data-testid="connection"]', "data-state") == "connected"

@@ -19,8 +19,10 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from app.api.auth import CLOSE_FORBIDDEN, authenticate_websocket, origin_allowed
 from app.api.deps import AppContext, get_context
 from app.services.notifications import ClientOutbox, Outbound
+from app.services.task_manager import UnknownTaskError
 from app.stores.live_state import LiveStateUnavailableError
 
 log = logging.getLogger(__name__)
@@ -65,12 +67,26 @@ Translate = Callable[[Outbound], list[Outbound]]
 @router.websocket("/ws/tracking/{task_id}")
 async def tracking_ws(websocket: WebSocket, task_id: str) -> None:
     ctx = get_context(websocket)
+    if not origin_allowed(websocket, f"{ctx.settings.ws_allowed_origins},{ctx.settings.cors_origins}"):
+        await websocket.close(code=CLOSE_FORBIDDEN, reason="origin not allowed")  # before accept: HTTP 403
+        return
     translate: Translate | None = None
     if ctx.settings.frontend_compat and "tab_id" in websocket.query_params:
         from app.api.compat.legacy_ws import legacy_translator
 
         translate = await legacy_translator(websocket, ctx, task_id)
     await websocket.accept()
+    who = await authenticate_websocket(websocket, ctx.settings.ws_auth_timeout_s)
+    if who is None:
+        return
+    if who.environments is not None:
+        try:
+            allowed = who.may_see((await ctx.tasks.find(task_id)).environment_id)
+        except (UnknownTaskError, LiveStateUnavailableError):
+            allowed = False
+        if not allowed:
+            await websocket.close(code=CLOSE_FORBIDDEN, reason="this key may not watch this task")
+            return
     refused = await find_stream(ctx, task_id)
     if refused is not None:
         await websocket.close(code=refused[0], reason=refused[1][:120])

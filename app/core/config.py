@@ -23,6 +23,18 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     """Comma-separated origins allowed cross-origin (REST, MJPEG, preflights); empty: CORS off. The built-in
     viewer is same-origin and needs none."""
+    api_keys: str = ""
+    """``role:KEY,role:KEY`` (roles: viewer, operator, admin), hashed in memory at load. Auth is on whenever keys
+    are configured here or in ``api_keys_file`` (docs/security.md)."""
+    api_keys_file: Path | None = None
+    """JSON list of ``{"name", "role", "sha256", "environments"?}``: keys stored hashed (``spoton keys add``)."""
+    auth_secret: SecretStr | None = None
+    """Signs short-lived stream URLs; share it between API nodes. Empty: a random secret per process."""
+    signed_url_ttl_s: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    ws_allowed_origins: str = ""
+    """Comma-separated origins allowed to open WebSockets besides the server's own and ``cors_origins`` (browser
+    pages elsewhere are refused: a page the user visits cannot open a stream from their browser)."""
+    ws_auth_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     frontend_compat: bool = False
     """Serve the original SpotOn web frontend's API (docs/frontend-compat.md)."""
     frontend_aliases: str = ""

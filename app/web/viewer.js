@@ -15,8 +15,19 @@ const map = new MapView($("map"), (gid) => grid.redrawHighlight(gid));
 const state = { envs: [], healthy: false, taskId: null, ws: null, retry: 0, retryTimer: null, watchedEnv: null };
 const LOG_MAX = 60;
 
-async function api(path, options = {}) {
-  const r = await fetch(path, { headers: { "Content-Type": "application/json" }, ...options });
+const KEY_STORE = "spoton-api-key";
+
+// When the server requires a key (401), ask for it once per tab; it is kept in this tab's session storage only.
+async function api(path, options = {}, retried = false) {
+  const headers = { "Content-Type": "application/json" };
+  const key = sessionStorage.getItem(KEY_STORE);
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const r = await fetch(path, { ...options, headers });
+  if (r.status === 401 && !retried) {
+    const entered = window.prompt("This server needs an API key:");
+    if (entered) { sessionStorage.setItem(KEY_STORE, entered.trim()); return api(path, options, true); }
+  }
+  if (r.status === 401) sessionStorage.removeItem(KEY_STORE);
   if (!r.ok) throw new Error(`${options.method || "GET"} ${path}: ${r.status} ${(await r.text()).slice(0, 200)}`);
   return r.json();
 }
@@ -106,7 +117,12 @@ function connect() {
   ws.binaryType = "arraybuffer";
   state.ws = ws;
   setConn("connecting", "connecting…");
-  ws.onopen = () => { state.retry = 0; setConn("connected", `watching ${taskId.slice(0, 8)}`); };
+  ws.onopen = () => {
+    const key = sessionStorage.getItem(KEY_STORE);
+    if (key) ws.send(JSON.stringify({ type: "auth", token: key }));  // first message; never in the URL
+    state.retry = 0;
+    setConn("connected", `watching ${taskId.slice(0, 8)}`);
+  };
   ws.onmessage = (ev) => {
     if (typeof ev.data !== "string") {
       try { grid.onFrame(parseFrame(ev.data)); } catch (e) { say(`bad frame: ${e.message}`); }
@@ -120,8 +136,9 @@ function connect() {
   ws.onclose = (ev) => {
     if (state.ws !== ws) return;  // replaced on purpose
     state.ws = null;
-    if (ev.code === 1000 || ev.code === 4404) {  // the task ended, or this server does not know it
-      setConn("ended", ev.code === 1000 ? "task ended" : "task not found");
+    if ([1000, 4401, 4403, 4404].includes(ev.code)) {  // ended, refused, or unknown here: retrying won't help
+      const why = { 1000: "task ended", 4401: "API key refused", 4403: "not allowed", 4404: "task not found" };
+      setConn("ended", why[ev.code]);
       loadTasks();
       return;
     }

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.requests import HTTPConnection
 
+from app.api.auth import Viewer
 from app.api.v1.analytics_schemas import (
     CameraDwellList,
     HeatmapPage,
@@ -50,6 +51,7 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def history_filter(
+    who: Viewer,
     environment_id: Annotated[str | None, Query(max_length=200)] = None,
     task_id: Annotated[str | None, Query(max_length=64)] = None,
     start: Annotated[datetime | None, Query(alias="from", description="inclusive; ISO 8601, UTC if no zone")] = None,
@@ -58,6 +60,8 @@ def history_filter(
         bool, Query(description="count ids later merged into another as that one (one person)")
     ] = True,
 ) -> HistoryFilter:
+    if who.environments is not None and (environment_id is None or not who.may_see(environment_id)):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this key is limited to some environments: pass one of them")
     try:
         return HistoryFilter(environment_id, task_id, _utc(start), _utc(end), resolve_merges)
     except ValueError as exc:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.responses import FileResponse
 
+from app.api.auth import Viewer, check_scope
 from app.api.deps import AppContext, get_context
 from app.api.v1.schemas import CameraOut, EnvironmentOut, ErrorResponse
 from app.services.environments import EnvironmentSpec
@@ -38,8 +39,8 @@ def _map_image(e: EnvironmentSpec) -> Path | None:
 
 
 @router.get("/environments", response_model=list[EnvironmentOut])
-async def list_environments(ctx: Ctx) -> list[EnvironmentOut]:
-    return [_env_out(e) for e in ctx.catalog.all()]
+async def list_environments(ctx: Ctx, who: Viewer) -> list[EnvironmentOut]:
+    return [_env_out(e) for e in ctx.catalog.all() if who.may_see(e.id)]
 
 
 @router.get(
@@ -47,7 +48,8 @@ async def list_environments(ctx: Ctx) -> list[EnvironmentOut]:
     response_model=list[CameraOut],
     responses={404: {"model": ErrorResponse}},
 )
-async def list_cameras(environment_id: str, ctx: Ctx) -> list[CameraOut]:
+async def list_cameras(environment_id: str, ctx: Ctx, who: Viewer) -> list[CameraOut]:
+    check_scope(who, environment_id)
     env = ctx.catalog.get(environment_id)
     if env is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"environment '{environment_id}' not found")
@@ -74,8 +76,9 @@ async def list_cameras(environment_id: str, ctx: Ctx) -> list[CameraOut]:
     response_class=FileResponse,
     responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}, 404: {"model": ErrorResponse}},
 )
-async def map_image(environment_id: str, ctx: Ctx) -> FileResponse:
+async def map_image(environment_id: str, ctx: Ctx, who: Viewer) -> FileResponse:
     """The environment's map picture (map pixels: ``px = (m - map_origin_m) * map_pixels_per_meter``)."""
+    check_scope(who, environment_id)
     env = ctx.catalog.get(environment_id)
     if env is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"environment '{environment_id}' not found")

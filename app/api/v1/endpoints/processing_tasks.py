@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 
+from app.api.auth import Operator, Viewer, check_scope
 from app.api.deps import AppContext, get_context
 from app.api.v1.schemas import ErrorResponse, StartTaskRequest, StartTaskResponse, TaskStatusResponse
 from app.services.processing_task import TaskState
@@ -70,7 +71,8 @@ async def _find(ctx: AppContext, task_id: str) -> TaskState:
     status_code=status.HTTP_202_ACCEPTED,
     responses={**NOT_FOUND, 422: {"model": ErrorResponse}},
 )
-async def start_task(body: StartTaskRequest, request: Request, ctx: Ctx) -> StartTaskResponse:
+async def start_task(body: StartTaskRequest, request: Request, ctx: Ctx, who: Operator) -> StartTaskResponse:
+    check_scope(who, body.environment_id)
     try:
         task = await ctx.tasks.start(body.environment_id, body.camera_ids)
     except UnknownEnvironmentError:
@@ -90,12 +92,15 @@ async def start_task(body: StartTaskRequest, request: Request, ctx: Ctx) -> Star
 
 
 @router.get("/{task_id}/status", response_model=TaskStatusResponse, responses=STATUS_ERRORS)
-async def task_status(task_id: str, ctx: Ctx) -> TaskStatusResponse:
-    return to_status(await _find(ctx, task_id))
+async def task_status(task_id: str, ctx: Ctx, who: Viewer) -> TaskStatusResponse:
+    task = await _find(ctx, task_id)
+    check_scope(who, task.environment_id)
+    return to_status(task)
 
 
 @router.post("/{task_id}/stop", response_model=TaskStatusResponse, responses=STOP_ERRORS)
-async def stop_task(task_id: str, ctx: Ctx) -> TaskStatusResponse:
+async def stop_task(task_id: str, ctx: Ctx, who: Operator) -> TaskStatusResponse:
+    check_scope(who, (await _find(ctx, task_id)).environment_id)
     if not ctx.tasks.is_local(task_id):
         await _find(ctx, task_id)
         raise HTTPException(
@@ -105,5 +110,5 @@ async def stop_task(task_id: str, ctx: Ctx) -> TaskStatusResponse:
 
 
 @router.get("", response_model=list[TaskStatusResponse])
-async def list_tasks(ctx: Ctx) -> list[TaskStatusResponse]:
-    return [to_status(t) for t in ctx.tasks.list()]
+async def list_tasks(ctx: Ctx, who: Viewer) -> list[TaskStatusResponse]:
+    return [to_status(t) for t in ctx.tasks.list() if who.may_see(t.environment_id)]

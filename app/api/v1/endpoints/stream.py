@@ -15,15 +15,19 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
+from app.api.auth import Viewer, check_scope, current_principal, keystore
 from app.api.compat.aliases import Letterbox
 from app.api.compat.legacy_ws import letterboxes_for
 from app.api.deps import AppContext, get_context
 from app.api.v1.schemas import ErrorResponse
 from app.api.websockets import find_stream
+from app.core.security import Principal
 from app.services.notifications import ClientOutbox
 from app.services.overlay import draw_tracks, pad_jpeg
 from app.services.task_manager import UnknownTaskError
@@ -57,13 +61,18 @@ async def mjpeg(
     request: Request,
     ctx: Ctx,
     overlay: Annotated[bool, Query(description="draw boxes and global ids into the frames")] = False,
+    exp: Annotated[int | None, Query(description="signed URL: expiry (epoch seconds)")] = None,
+    sig: Annotated[str | None, Query(max_length=128, description="signed URL: signature")] = None,
+    key: Annotated[str | None, Query(max_length=200, description="signed URL: the key's name")] = None,
 ) -> StreamingResponse:
+    who = await _stream_principal(request, exp, sig, key)
     try:
         task = await ctx.tasks.find(task_id)
     except UnknownTaskError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"processing task '{task_id}' not found") from None
     except LiveStateUnavailableError:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "live state store unreachable") from None
+    check_scope(who, task.environment_id)
     letterbox: Letterbox | None = None
     if camera_id not in task.camera_ids and ctx.settings.frontend_compat:
         # the original frontend's camera ids (docs/frontend-compat.md): 16:9 frames, so its boxes line up
@@ -84,6 +93,33 @@ async def mjpeg(
         media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+async def _stream_principal(request: Request, exp: int | None, sig: str | None, key: str | None) -> Principal:
+    """A Bearer key, or a signed URL issued by ``POST .../url`` (an ``<img>`` tag cannot send headers)."""
+    store = keystore(request)
+    if store.enabled and sig is not None and exp is not None and key is not None:
+        principal = store.principal_named(key)
+        if principal is not None and store.verify(request.url.path, exp, sig, key):
+            return principal
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "stream URL signature invalid or expired")
+    return await current_principal(request)
+
+
+class SignedUrl(BaseModel):
+    url: str
+    expires_at: int
+
+
+@router.post("/{task_id}/{camera_id}/url", response_model=SignedUrl, responses={401: {"model": ErrorResponse}})
+async def signed_url(task_id: str, camera_id: str, request: Request, who: Viewer) -> SignedUrl:
+    """A short-lived URL of this camera's MJPEG that needs no header (for ``<img>`` tags)."""
+    store = keystore(request)
+    path = request.url.path.removesuffix("/url")
+    if not store.enabled:
+        return SignedUrl(url=path, expires_at=0)
+    exp, sig = store.sign(path, who)
+    return SignedUrl(url=f"{path}?{urlencode({'exp': exp, 'sig': sig, 'key': who.name})}", expires_at=exp)
 
 
 async def _parts(
