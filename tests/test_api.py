@@ -57,10 +57,10 @@ def test_bad_bodies_are_422(client: TestClient, body: dict[str, object]) -> None
     assert r.status_code == 422
 
 
-def test_unknown_camera_is_422_and_creates_no_task(client: TestClient) -> None:
+def test_unknown_camera_is_404_and_creates_no_task(client: TestClient) -> None:
     before = len(client.get("/api/v1/processing-tasks").json())
     r = client.post("/api/v1/processing-tasks/start", json={"environment_id": "pets-derived", "camera_ids": ["c9"]})
-    assert r.status_code == 422 and "c9" in r.json()["detail"]
+    assert r.status_code == 404 and "c9" in r.json()["detail"]  # a camera it does not have, like an unknown environment
     assert len(client.get("/api/v1/processing-tasks").json()) == before
 
 

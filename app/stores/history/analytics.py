@@ -62,8 +62,6 @@ class HistoryFilter:
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
                 raise ValueError(f"'{name}' needs a time zone (e.g. 2024-01-01T00:00:00Z)")
-        if self.start is not None and self.end is not None and self.end <= self.start:
-            raise ValueError("'end' must be after 'start'")
 
 
 @dataclass(slots=True)

@@ -6,15 +6,18 @@ definitions are in ``app/stores/history/analytics.py`` and docs/stores.md. Times
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Annotated, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from pydantic import BeforeValidator
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.requests import HTTPConnection
 
 from app.api.auth import Viewer
+from app.api.errors import unprocessable
 from app.api.v1.analytics_schemas import (
     CameraDwellList,
     HeatmapPage,
@@ -26,6 +29,7 @@ from app.api.v1.analytics_schemas import (
     TransitionList,
     UniquePeopleOut,
 )
+from app.core.security import Principal
 from app.stores.history.analytics import HistoryAnalytics, HistoryFilter
 from app.stores.history.service import HistoryService
 
@@ -50,28 +54,71 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def history_filter(
-    who: Viewer,
-    environment_id: Annotated[str | None, Query(max_length=200)] = None,
-    task_id: Annotated[str | None, Query(max_length=64)] = None,
-    start: Annotated[datetime | None, Query(alias="from", description="inclusive; ISO 8601, UTC if no zone")] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="exclusive; ISO 8601, UTC if no zone")] = None,
-    resolve_merges: Annotated[
-        bool, Query(description="count ids later merged into another as that one (one person)")
-    ] = True,
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
+
+
+def _iso_only(value: object) -> object:
+    """ISO 8601 text only: pydantic would also take a bare number as a Unix time, which the schema does not say."""
+    if isinstance(value, str) and not _ISO.match(value.strip()):
+        raise ValueError("expected an ISO 8601 date-time, e.g. 2024-01-01T00:00:00Z")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
+
+
+def _filter(
+    who: Principal,
+    environment_id: str | None,
+    task_id: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    resolve_merges: bool,
 ) -> HistoryFilter:
     if who.environments is not None and (environment_id is None or not who.may_see(environment_id)):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this key is limited to some environments: pass one of them")
     try:
         return HistoryFilter(environment_id, task_id, _utc(start), _utc(end), resolve_merges)
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        raise unprocessable(str(exc)) from None
+
+
+EnvironmentQ = Annotated[str | None, Query(max_length=200)]
+FromQ = Annotated[IsoDateTime | None, Query(alias="from", description="inclusive; ISO 8601, UTC if no zone")]
+ToQ = Annotated[
+    IsoDateTime | None,
+    Query(alias="to", description="exclusive; ISO 8601, UTC if no zone; an empty range gives empty results"),
+]
+MergesQ = Annotated[bool, Query(description="count ids later merged into another as that one (one person)")]
+
+
+def history_filter(
+    who: Viewer,
+    environment_id: EnvironmentQ = None,
+    task_id: Annotated[str | None, Query(max_length=64)] = None,
+    start: FromQ = None,
+    end: ToQ = None,
+    resolve_merges: MergesQ = True,
+) -> HistoryFilter:
+    return _filter(who, environment_id, task_id, start, end, resolve_merges)
+
+
+def task_history_filter(
+    who: Viewer,
+    task_id: Annotated[str, Query(min_length=1, max_length=64, description="global ids are per task")],
+    environment_id: EnvironmentQ = None,
+    start: FromQ = None,
+    end: ToQ = None,
+    resolve_merges: MergesQ = True,
+) -> HistoryFilter:
+    return _filter(who, environment_id, task_id, start, end, resolve_merges)
 
 
 Analytics = Annotated[HistoryAnalytics, Depends(get_analytics)]
 Filter = Annotated[HistoryFilter, Depends(history_filter)]
 Limit = Annotated[int, Query(ge=1, le=10_000)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]
+TaskFilter = Annotated[HistoryFilter, Depends(task_history_filter)]
 
 
 async def _answer(query: Awaitable[T]) -> T:
@@ -79,7 +126,7 @@ async def _answer(query: Awaitable[T]) -> T:
     try:
         return await query
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        raise unprocessable(str(exc)) from None
     except (OperationalError, DBAPIError, OSError, TimeoutError) as exc:
         detail = f"history database unavailable: {type(exc).__name__}"
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from None
@@ -90,7 +137,7 @@ async def occupancy(
     analytics: Analytics,
     f: Filter,
     scope: Literal["camera", "environment"] = "camera",
-    bucket_s: Annotated[float, Query(gt=0, le=86_400 * 31, description="bucket length, seconds")] = 60.0,
+    bucket_s: Annotated[float, Query(ge=0.01, le=86_400 * 31, description="bucket length, seconds")] = 60.0,
     limit: Limit = 1000,
     offset: Offset = 0,
 ) -> OccupancyPage:
@@ -122,15 +169,13 @@ async def dwell_cameras(analytics: Analytics, f: Filter) -> CameraDwellList:
 @router.get("/trajectory/{global_id}", response_model=TrajectoryPage)
 async def trajectory(
     analytics: Analytics,
-    f: Filter,
-    global_id: int,
-    bucket_s: Annotated[float, Query(gt=0, le=3600, description="one point per bucket, seconds")] = 1.0,
+    f: TaskFilter,
+    global_id: Annotated[int, Path(ge=0, le=2**31 - 1)],
+    bucket_s: Annotated[float, Query(ge=0.01, le=3600, description="one point per bucket, seconds")] = 1.0,
     limit: Limit = 1000,
     offset: Offset = 0,
 ) -> TrajectoryPage:
     """Map positions (metres) of one person over time; ``task_id`` is required (ids are per task)."""
-    if f.task_id is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "task_id is required: global ids are per task")
     page = await _answer(analytics.trajectory(f, global_id, bucket_s, limit, offset))
     return TrajectoryPage.model_validate(
         {**_page(page), "task_id": f.task_id, "global_id": global_id, "bucket_s": bucket_s}
@@ -141,7 +186,7 @@ async def trajectory(
 async def heatmap(
     analytics: Analytics,
     f: Filter,
-    cell_m: Annotated[float, Query(gt=0, le=1000, description="cell size, metres")] = 1.0,
+    cell_m: Annotated[float, Query(ge=0.01, le=1000, description="cell size, metres")] = 1.0,
     limit: Limit = 10_000,
     offset: Offset = 0,
 ) -> HeatmapPage:
@@ -155,7 +200,8 @@ async def transitions(
     history: Annotated[HistoryService, Depends(get_history)],
     f: Filter,
     gap_s: Annotated[
-        float | None, Query(gt=0, description="a visit ends after this long unseen; default SPOTON_REID_LOST_AFTER_S")
+        float | None,
+        Query(ge=0.01, le=86_400, description="a visit ends after this long unseen; default SPOTON_REID_LOST_AFTER_S"),
     ] = None,
 ) -> TransitionList:
     """Camera → camera transitions of people, with counts and travel times."""

@@ -69,7 +69,7 @@ async def _find(ctx: AppContext, task_id: str) -> TaskState:
     "/start",
     response_model=StartTaskResponse,
     status_code=status.HTTP_202_ACCEPTED,
-    responses={**NOT_FOUND, 422: {"model": ErrorResponse}},
+    responses={**NOT_FOUND, 400: {"model": ErrorResponse, "description": "the body is not JSON"}},
 )
 async def start_task(body: StartTaskRequest, request: Request, ctx: Ctx, who: Operator) -> StartTaskResponse:
     check_scope(who, body.environment_id)
@@ -80,7 +80,7 @@ async def start_task(body: StartTaskRequest, request: Request, ctx: Ctx, who: Op
             status.HTTP_404_NOT_FOUND, f"environment '{body.environment_id}' not found"
         ) from None
     except UnknownCameraError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     ws_scheme = "wss" if request.url.scheme == "https" else "ws"
     base = f"{request.url.scheme}://{request.url.netloc}"
     return StartTaskResponse(
