@@ -143,6 +143,7 @@ class RedisLiveState:
         self.detail = "not started"
         self.counters = {"published": 0, "dropped": 0, "write_errors": 0, "received": 0, "bad_records": 0}
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
         self._unfollowing: set[asyncio.Task[None]] = set()
 
     # -- keys --------------------------------------------------------------------------------------
@@ -162,19 +163,31 @@ class RedisLiveState:
         ]
 
     async def close(self) -> None:
+        """Stop the background loops and the connections, in bounded time.
+
+        A single ``cancel()`` is not enough: redis-py's ``get_message(timeout=…)`` reads under its own timeout
+        context and returns None when that timeout fires, and when our cancellation lands in the same instant
+        (likely on a loaded machine: it fires every 0.5 s) the cancellation is taken for the timeout and lost —
+        the listener loops on and ``await task`` never returns (the hang seen in a loaded CI run). So the loops
+        also stop on a flag, and cancellation is repeated until they are done, within a deadline."""
         if self._queue and self.connected:
             await self.flush(self._timeout)
-        tasks = [*self._tasks, *self._unfollowing]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, *_ERRORS):
-                await t
+        self._closing = True
+        self._wake.set()
+        self._listen_wake.set()
+        pending = {*self._tasks, *self._unfollowing}
+        deadline = time.monotonic() + max(2.0, 2 * self._timeout)
+        while pending and time.monotonic() < deadline:
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.2)
+        for t in pending:
+            log.warning("live state: a background task did not stop within the close deadline: %s", t.get_name())
         if self._pubsub is not None:
-            with contextlib.suppress(*_ERRORS):
-                await self._pubsub.aclose()
-        with contextlib.suppress(*_ERRORS):
-            await self._redis.aclose()
+            with contextlib.suppress(*_ERRORS, TimeoutError):
+                await asyncio.wait_for(self._pubsub.aclose(), self._timeout)
+        with contextlib.suppress(*_ERRORS, TimeoutError):
+            await asyncio.wait_for(self._redis.aclose(), self._timeout)
 
     def health(self) -> LiveStateHealth:
         info: dict[str, Any] = {
@@ -247,7 +260,7 @@ class RedisLiveState:
     async def _writer(self) -> None:
         backoff = 0.1
         next_beat = 0.0
-        while True:
+        while not self._closing:
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + self._beat_s
@@ -429,7 +442,7 @@ class RedisLiveState:
         """Deliver bus records to followers; resubscribe after an outage; watch the followed tasks' owners."""
         backoff = 0.1
         next_watch = time.monotonic() + self._owner_ms / 2000
-        while True:
+        while not self._closing:
             try:
                 if time.monotonic() >= next_watch:
                     next_watch = time.monotonic() + self._owner_ms / 2000
