@@ -16,6 +16,7 @@ from app.api.compat import legacy_ws as compat_ws
 from app.api.compat import rest as compat_rest
 from app.api.compat.aliases import AliasTable
 from app.api.deps import AppContext
+from app.api.limits import BodySizeLimit, StartRateLimiter
 from app.api.security_headers import SecurityHeaders
 from app.api.v1.endpoints import health
 from app.api.v1.router import api_router
@@ -81,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.keys = keys
+    app.state.start_limiter = StartRateLimiter(settings.task_starts_per_minute)
+    app.add_middleware(BodySizeLimit, limit=settings.max_request_body_bytes)
     app.add_middleware(SecurityHeaders)
     app.include_router(api_router)
     app.include_router(ws_router)

@@ -194,14 +194,72 @@ def test_schemathesis_finds_no_failure_on_any_endpoint(tmp_path: Path) -> None:
     import sys
 
     clip = make_clip(tmp_path, 14)
-    settings = Settings(environments_dir=tmp_path / "none", extra_environments=[clip], playback_speed=0.0,
-                        data_dir=tmp_path / "data")
+    settings = Settings(
+        environments_dir=tmp_path / "none", extra_environments=[clip], playback_speed=0.0, data_dir=tmp_path / "data"
+    )
     with live_server(settings) as base:
         run = subprocess.run(
-            [str(Path(sys.executable).with_name("st")), "run", f"{base}/openapi.json", "--checks", "all",
-             "--max-examples", "15", "--seed", "1", "--no-color"],
-            capture_output=True, text=True, timeout=540,
+            [
+                str(Path(sys.executable).with_name("st")),
+                "run",
+                f"{base}/openapi.json",
+                "--checks",
+                "all",
+                "--max-examples",
+                "15",
+                "--seed",
+                "1",
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=540,
         )
     tail = run.stdout[-4000:]
     assert run.returncode == 0, tail
     assert "passed" in tail and "failure" not in tail.split("SUMMARY")[-1], tail
+
+
+def test_limits_answer_with_clear_statuses(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path, 140)
+    settings = Settings(
+        environments_dir=tmp_path / "none",
+        extra_environments=[clip],
+        playback_speed=1.0,
+        data_dir=tmp_path / "data",
+        max_tasks_per_key=1,
+        task_starts_per_minute=2,
+        max_request_body_bytes=2048,
+        ws_max_clients_per_task=1,
+    )
+
+    async def two_clients(url: str) -> int | None:
+        """The second WebSocket client of a task that allows one."""
+        async with (
+            websockets.connect(url, compression=None, max_size=2**24),
+            websockets.connect(url, compression=None, max_size=2**24) as second,
+        ):
+            try:
+                async for _ in second:
+                    pass
+            except websockets.ConnectionClosed:
+                pass
+            return second.close_code
+
+    with live_server(settings) as base:
+        start = base + "/api/v1/processing-tasks/start"
+        first = httpx.post(start, json={"environment_id": "clip"})
+        assert first.status_code == 202
+        task = first.json()["task_id"]
+        assert asyncio.run(two_clients(base.replace("http", "ws") + f"/ws/tracking/{task}")) == 1013
+        second = httpx.post(start, json={"environment_id": "clip"})
+        assert second.status_code == 409 and "limit 1" in second.json()["detail"]
+        httpx.post(f"{base}/api/v1/processing-tasks/{task}/stop")
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{base}/api/v1/processing-tasks/{task}/status").json()["status"] != "STOPPED":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        limited = httpx.post(start, json={"environment_id": "clip"})  # the third start within a minute
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        huge = httpx.post(start, content=b"{" + b" " * 5000 + b"}", headers={"Content-Type": "application/json"})
+        assert huge.status_code == 413 and "larger than 2048" in huge.json()["detail"]

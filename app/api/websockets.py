@@ -31,6 +31,8 @@ router = APIRouter()
 CLOSE_TASK_ENDED = 1000
 CLOSE_STREAM_LOST = 1011
 """The task's process (another API process) stopped responding, or the live-state store is unreachable."""
+CLOSE_TRY_AGAIN_LATER = 1013
+"""The task already has ``SPOTON_WS_MAX_CLIENTS_PER_TASK`` clients in this process."""
 CLOSE_UNKNOWN_TASK = 4404
 CLOSE_SEND_TIMEOUT = 4408
 CLOSE_TOO_SLOW = 4429
@@ -90,6 +92,10 @@ async def tracking_ws(websocket: WebSocket, task_id: str) -> None:
     refused = await find_stream(ctx, task_id)
     if refused is not None:
         await websocket.close(code=refused[0], reason=refused[1][:120])
+        return
+    most = ctx.settings.ws_max_clients_per_task
+    if most and ctx.hub.subscriber_count(task_id) >= most:
+        await websocket.close(code=CLOSE_TRY_AGAIN_LATER, reason=f"this task already has {most} clients here")
         return
     box = ctx.hub.subscribe(task_id)
     sender = asyncio.create_task(_send(websocket, box, ctx, task_id, translate))

@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     """Comma-separated origins allowed to open WebSockets besides the server's own and ``cors_origins`` (browser
     pages elsewhere are refused: a page the user visits cannot open a stream from their browser)."""
     ws_auth_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    max_tasks_per_key: Annotated[int, Field(ge=0)] = 0
+    """Running tasks one key (or, with auth off, everyone together) may have at once; 0: no limit (409 beyond)."""
+    task_starts_per_minute: Annotated[int, Field(ge=0)] = 30
+    """Task starts per key per minute; 0: no limit (429 with Retry-After beyond)."""
+    max_request_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    """Larger request bodies are refused with 413."""
+    ws_max_clients_per_task: Annotated[int, Field(ge=0)] = 50
+    """WebSocket clients of one task in this process; 0: no limit (closed with 1013, try again later, beyond)."""
     frontend_compat: bool = False
     """Serve the original SpotOn web frontend's API (docs/frontend-compat.md)."""
     frontend_aliases: str = ""

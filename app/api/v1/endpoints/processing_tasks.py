@@ -69,10 +69,21 @@ async def _find(ctx: AppContext, task_id: str) -> TaskState:
     "/start",
     response_model=StartTaskResponse,
     status_code=status.HTTP_202_ACCEPTED,
-    responses={**NOT_FOUND, 400: {"model": ErrorResponse, "description": "the body is not JSON"}},
+    responses={
+        **NOT_FOUND,
+        400: {"model": ErrorResponse, "description": "the body is not JSON"},
+        409: {"model": ErrorResponse, "description": "this key already runs SPOTON_MAX_TASKS_PER_KEY tasks"},
+        413: {"model": ErrorResponse, "description": "the body is larger than SPOTON_MAX_REQUEST_BODY_BYTES"},
+        429: {"model": ErrorResponse, "description": "more than SPOTON_TASK_STARTS_PER_MINUTE starts"},
+    },
 )
 async def start_task(body: StartTaskRequest, request: Request, ctx: Ctx, who: Operator) -> StartTaskResponse:
     check_scope(who, body.environment_id)
+    request.app.state.start_limiter.check(who.name)
+    limit = ctx.settings.max_tasks_per_key
+    running = [t for t in ctx.tasks.list() if not t.status.finished and t.extra.get("owner") == who.name]
+    if limit and len(running) >= limit:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"this key already runs {len(running)} task(s) (limit {limit})")
     try:
         task = await ctx.tasks.start(body.environment_id, body.camera_ids)
     except UnknownEnvironmentError:
@@ -81,6 +92,7 @@ async def start_task(body: StartTaskRequest, request: Request, ctx: Ctx, who: Op
         ) from None
     except UnknownCameraError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    task.extra["owner"] = who.name
     ws_scheme = "wss" if request.url.scheme == "https" else "ws"
     base = f"{request.url.scheme}://{request.url.netloc}"
     return StartTaskResponse(
