@@ -19,14 +19,16 @@ from app.api.deps import AppContext
 from app.api.limits import BodySizeLimit, StartRateLimiter
 from app.api.security_headers import SecurityHeaders
 from app.api.v1.endpoints import health
+from app.api.v1.endpoints import metrics as metrics_endpoint
 from app.api.v1.router import api_router
 from app.api.viewer import WEB_DIR
 from app.api.viewer import router as viewer_router
 from app.api.websockets import router as ws_router
 from app.core.config import Settings, get_settings
-from app.core.lifecycle import Components
+from app.core.lifecycle import Components, gpu_summary
 from app.core.security import KeyStore, Role
 from app.services.environment_catalog import EnvironmentCatalog
+from app.services.metrics import Metrics, ScrapeSources
 from app.services.notifications import NotificationHub
 from app.services.task_manager import TaskManager
 from app.stores.history.service import start_history
@@ -53,9 +55,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         loop_monitor.start()
         history = await start_history(settings, components)
         app.state.history = history
+        recorder = history.recorder if history else None
         tasks = TaskManager(
-            settings, catalog, components, hub, loop_monitor, live=live, history=history.recorder if history else None
+            settings, catalog, components, hub, loop_monitor, live=live, history=recorder, metrics=metrics.pipeline
         )
+        hub.send_observer = metrics.pipeline.observe_send
+        metrics.attach(ScrapeSources(tasks.list, hub, components, live, recorder, loop_monitor, gpu_summary))
         app.state.ctx = AppContext(settings, catalog, components, hub, tasks, loop_monitor)
         loader = asyncio.create_task(components.load_in_background(), name="load-models")
         try:
@@ -82,12 +87,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.keys = keys
+    metrics = Metrics()
+    app.state.metrics = metrics
     app.state.start_limiter = StartRateLimiter(settings.task_starts_per_minute)
     app.add_middleware(BodySizeLimit, limit=settings.max_request_body_bytes)
     app.add_middleware(SecurityHeaders)
     app.include_router(api_router)
     app.include_router(ws_router)
     app.include_router(health.router)
+    app.include_router(metrics_endpoint.router)
     app.include_router(viewer_router)
     if settings.frontend_compat:
         app.include_router(compat_rest.router, dependencies=[Depends(require(Role.viewer))])

@@ -67,6 +67,7 @@ def test_rest_needs_a_key_and_the_right_role(server: tuple[str, str]) -> None:
         "/api/v1/processing-tasks",
         f"/api/v1/processing-tasks/{task}/status",
         "/api/v1/analytics_data/unique_people",
+        "/metrics",
     ]
     for path in reads:
         assert httpx.get(base + path).status_code == 401, path
@@ -93,6 +94,7 @@ def test_a_scoped_key_sees_only_its_environments(server: tuple[str, str]) -> Non
         == 403
     )
     assert httpx.get(base + "/api/v1/analytics_data/unique_people", headers=h).status_code == 403
+    assert httpx.get(base + "/metrics", headers=h).status_code == 403  # metrics span every environment
 
 
 async def _ws(url: str, first: str | None, origin: str | None = None) -> tuple[int | None, int]:

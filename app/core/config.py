@@ -163,6 +163,8 @@ class Settings(BaseSettings):
 
     # --- pipeline ------------------------------------------------------------------------------
     max_concurrent_tasks: int = 2
+    finished_tasks_kept: Annotated[int, Field(ge=0)] = 100
+    """Ended tasks this process remembers (status, stats); older ones are forgotten (history keeps them)."""
     playback_speed: float = 1.0
     """1.0 plays recorded video at its own rate as if live, 2.0 twice as fast; ``max`` (or 0) processes every
     frame as fast as possible (offline runs)."""

@@ -26,6 +26,7 @@ import functools
 import json
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -190,6 +191,10 @@ class NotificationHub:
         self._retain_closed_s = retain_closed_s
         self._following: dict[str, asyncio.Future[bool]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._gone_drops = [0, 0]
+        """Frames and messages dropped for clients that have since gone (``drop_totals`` adds the connected)."""
+        self.send_observer: Callable[[str, float], None] | None = None
+        """Told each frame's camera and frame → send latency (seconds): the ``/metrics`` histogram."""
 
     def _ch(self, task_id: str) -> _Channel:
         return self._channels.setdefault(task_id, _Channel())
@@ -216,7 +221,9 @@ class NotificationHub:
         ch = self._channels.get(task_id)
         if ch is None:
             return
-        ch.subscribers.discard(box)
+        if box in ch.subscribers:
+            ch.subscribers.discard(box)
+            self._count_gone(box)
         if ch.sink is not None and not ch.subscribers:
             self._stop_following(task_id, ch)
 
@@ -261,7 +268,26 @@ class NotificationHub:
 
     def record_send(self, task_id: str, msg: Outbound) -> None:
         if msg.camera_id is not None and msg.decoded_at is not None:
-            self._ch(task_id).latency.record(msg.camera_id, (time.monotonic() - msg.decoded_at) * 1000.0)
+            latency_s = time.monotonic() - msg.decoded_at
+            self._ch(task_id).latency.record(msg.camera_id, latency_s * 1000.0)
+            if self.send_observer is not None:
+                self.send_observer(msg.camera_id, latency_s)
+
+    def _count_gone(self, box: ClientOutbox) -> None:
+        self._gone_drops[0] += box.dropped_frames
+        self._gone_drops[1] += box.dropped_texts
+
+    def drop_totals(self) -> tuple[int, int]:
+        """Frames and JSON messages dropped for slow clients since this hub started (monotonic)."""
+        frames, texts = self._gone_drops
+        for ch in self._channels.values():
+            for b in ch.subscribers:
+                frames += b.dropped_frames
+                texts += b.dropped_texts
+        return frames, texts
+
+    def clients_per_task(self) -> dict[str, int]:
+        return {tid: len(ch.subscribers) for tid, ch in self._channels.items() if ch.subscribers}
 
     def client_stats(self, task_id: str) -> dict[str, int]:
         """Connected clients and the frames/messages dropped for slow ones (so far, connected clients)."""
@@ -288,6 +314,7 @@ class NotificationHub:
         ch.closed, ch.close_reason, ch.closed_at = True, reason, time.monotonic()
         for box in ch.subscribers:
             box.offer_close(reason)
+            self._count_gone(box)
         ch.subscribers.clear()
 
     def _purge_closed(self) -> None:

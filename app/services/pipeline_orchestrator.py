@@ -31,6 +31,7 @@ from app.services.frame_encoder import FrameEncoder, build_encoder
 from app.services.frame_processor import EncodedFrame, FrameProcessor, FrameResult, encode_frame
 from app.services.homography import HomographyService
 from app.services.jpeg_quality import QualityController
+from app.services.metrics import PipelineMetrics
 from app.services.notifications import FrameMessage, NotificationHub
 from app.services.processing_task import TaskState, TaskStatus
 from app.services.reid import IdentityRegistry
@@ -58,8 +59,10 @@ class PipelineOrchestrator:
         loop_monitor: LoopLagMonitor | None = None,
         encoder: FrameEncoder | None = None,
         history: HistoryRecorder | None = None,
+        metrics: PipelineMetrics | None = None,
     ) -> None:
         self.task = task
+        self.metrics = metrics
         self.history = history
         self._history: TaskHistory | None = None
         self.env = environment
@@ -278,6 +281,8 @@ class PipelineOrchestrator:
         )
         now = time.monotonic()
         self._latencies.append((now - decoded_at) * 1000.0)
+        if self.metrics is not None:
+            self.metrics.observe_frame(result.stage_ms, now - decoded_at)
         st = task.stats
         st.frames_processed += 1
         for cam in result.cameras:

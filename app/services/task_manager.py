@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from app.core.config import Settings
 from app.core.lifecycle import Components
 from app.services.environment_catalog import EnvironmentCatalog
+from app.services.metrics import PipelineMetrics
 from app.services.notifications import NotificationHub
 from app.services.pipeline_orchestrator import PipelineOrchestrator
 from app.services.processing_task import TaskState, TaskStatus
@@ -51,8 +52,10 @@ class TaskManager:
         loop_monitor: LoopLagMonitor | None = None,
         live: LiveStateStore | None = None,
         history: HistoryRecorder | None = None,
+        metrics: PipelineMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.history = history
         """Where tasks record their tracking history (None: not recorded)."""
         self.live = live
@@ -92,6 +95,7 @@ class TaskManager:
             videos=self.videos,
             loop_monitor=self.loop_monitor,
             history=self.history,
+            metrics=self.metrics,
         )
         self._tasks[task.task_id] = task
         self._runners[task.task_id] = runner
@@ -103,12 +107,24 @@ class TaskManager:
         return task
 
     async def _run(self, runner: PipelineOrchestrator) -> None:
-        async with self._slots:
-            if runner.stop_requested.is_set():
-                runner.task.set(TaskStatus.STOPPED, "stopped", "stopped before it started")
-                self.hub.close_task(runner.task.task_id)
-                return
-            await runner.run()
+        try:
+            async with self._slots:
+                if runner.stop_requested.is_set():
+                    runner.task.set(TaskStatus.STOPPED, "stopped", "stopped before it started")
+                    self.hub.close_task(runner.task.task_id)
+                    return
+                await runner.run()
+        finally:
+            self._forget_finished()
+
+    def _forget_finished(self) -> None:
+        """Keep at most ``finished_tasks_kept`` ended tasks in memory (the oldest go first): a long-running
+        server must not grow with every task it ever ran. Their history stays in the history store."""
+        ended = sorted((t for t in self._tasks.values() if t.status.finished), key=lambda t: t.updated_at)
+        for t in ended[: max(0, len(ended) - self.settings.finished_tasks_kept)]:
+            self._tasks.pop(t.task_id, None)
+            self._runners.pop(t.task_id, None)
+            self._handles.pop(t.task_id, None)
 
     def get(self, task_id: str) -> TaskState:
         try:

@@ -1,0 +1,93 @@
+"""``GET /metrics`` on a real server running a real task: Prometheus text that a scraper can parse, with the
+figures the issue asks for (frames per task and camera, stage and latency histograms, WebSocket clients, history,
+live state), and bounded memory for ended tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import websockets
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.core.config import Settings
+from tests.live_server import live_server
+from tests.test_e2e import make_clip
+
+
+def _samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+    return out
+
+
+async def _watch(url: str, frames: int) -> None:
+    async with websockets.connect(url, compression=None, max_size=2**24) as ws:
+        seen = 0
+        async for msg in ws:
+            if isinstance(msg, bytes):
+                seen += 1
+                if seen >= frames:
+                    return
+
+
+def test_metrics_expose_pipeline_websocket_history_and_live_state_figures(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path, 60)
+    settings = Settings(
+        environments_dir=tmp_path / "none",
+        extra_environments=[clip],
+        playback_speed=1.0,
+        data_dir=tmp_path / "data",
+    )
+    with live_server(settings) as base:
+        r = httpx.post(base + "/api/v1/processing-tasks/start", json={"environment_id": "clip"})
+        assert r.status_code == 202
+        task = r.json()["task_id"]
+        ws_url = base.replace("http://", "ws://") + f"/ws/tracking/{task}"
+        asyncio.run(asyncio.wait_for(_watch(ws_url, 12), timeout=120))
+        r = httpx.get(base + "/metrics")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/plain")
+        m = _samples(r.text)
+
+        processed = {s[0]["camera"]: s[1] for s in m["spoton_frames_processed_total"] if s[0]["task_id"] == task}
+        assert set(processed) == {"c1", "c2", "c3", "c4"}
+        assert all(v > 0 for v in processed.values())
+        assert {s[0]["camera"] for s in m["spoton_frames_skipped_total"] if s[0]["task_id"] == task} == set(processed)
+        stages = {s[0]["stage"]: s[1] for s in m["spoton_stage_seconds_count"]}
+        assert {"detect", "track", "encode"} <= set(stages) and min(stages.values()) > 0
+        assert m["spoton_frame_publish_latency_seconds_count"][0][1] > 0
+        assert sum(v for _, v in m["spoton_frame_send_latency_seconds_count"]) > 0
+        assert {"frame", "message"} == {s[0]["kind"] for s in m["spoton_websocket_dropped_total"]}
+        ready = {s[0]["component"]: s[1] for s in m["spoton_component_ready"]}
+        assert ready["detector"] == 1.0
+        assert any(s[0]["outcome"] == "published" and s[1] > 0 for s in m["spoton_live_state_messages_total"])
+        assert "spoton_event_loop_lag_seconds" in m
+
+        # History counts what the task produced once the recorder has flushed.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            history = {
+                s[0]["outcome"]: s[1]
+                for s in _samples(httpx.get(base + "/metrics").text)["spoton_history_records_total"]
+            }
+            if history["written"] > 0:
+                break
+            time.sleep(0.5)
+        assert history["produced"] >= history["written"] > 0
+        assert history["dropped"] == 0
+
+        httpx.post(f"{base}/api/v1/processing-tasks/{task}/stop")
+
+
+def test_metrics_need_an_unscoped_key_when_auth_is_on(tmp_path: Path) -> None:
+    viewer = "viewer-key-0123456789abcdef"
+    settings = Settings(environments_dir=tmp_path / "none", api_keys=f"viewer:{viewer}", data_dir=tmp_path / "d")
+    with live_server(settings) as base:
+        assert httpx.get(base + "/metrics").status_code == 401
+        r = httpx.get(base + "/metrics", headers={"Authorization": f"Bearer {viewer}"})
+        assert r.status_code == 200 and "spoton_tasks" in r.text
