@@ -65,7 +65,7 @@ def test_ground_truth_feet_land_on_world_positions() -> None:
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
-        ({"cameras": []}, "non-empty"),
+        ({"cameras": []}, "cameras: List should have at least 1 item"),
         ({"map": {"pixels_per_meter": 10}}, "width_px"),
         ({"overlaps": [["c1", "nope"]]}, "unknown camera"),
     ],

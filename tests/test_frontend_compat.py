@@ -254,3 +254,17 @@ def test_a_page_doing_what_the_frontend_does_from_another_origin_shows_frames_an
     finally:
         httpd.shutdown()
         gen.close()
+
+
+def test_focus_socket_ignores_garbage_and_answers_focus_and_ping(tmp_path: Path) -> None:
+    with TestClient(create_app(compat_settings(tmp_path, [shared("multiview-dev")]))) as c, c.websocket_connect(
+        "/ws/focus/some-task"
+    ) as ws:
+        ws.send_bytes(b"\x00\xff" * 100)
+        ws.send_text("{not json")
+        ws.send_text("[1, 2]")
+        ws.send_text(json.dumps({"type": "unknown"}))
+        ws.send_text(json.dumps({"type": "set_focus", "global_person_id": 7}))
+        assert ws.receive_json() == {"type": "focus_update", "task_id": "some-task", "focused_person_id": 7}
+        ws.send_text(json.dumps({"type": "ping"}))
+        assert ws.receive_json() == {"type": "pong", "task_id": "some-task"}

@@ -272,6 +272,15 @@ def server(s3: tuple[FaultProxy, Any], tmp_path_factory: pytest.TempPathFactory)
         envs.joinpath(f"{name}.json").write_text(
             json.dumps(_env(f"s3-{name}", [_synth_cam(c, f"s3://{BUCKET}/{name}/{c}/") for c in ("c1", "c2")]))
         )
+    for name, bad in (("notvideo-first", 1), ("notvideo-later", 2)):
+        publish(s3, tmp, f"{name}/", ["c1", "c2"], segments=3, frames=TASK_SEGMENT_FRAMES)
+        junk = tmp / "junk" / name / f"sub_video_{bad:02d}.mp4"
+        junk.parent.mkdir(parents=True)
+        junk.write_bytes(b"<html>an error page saved under a video's name</html>\n" * 40)
+        upload(direct, BUCKET, f"{name}/c2/", [junk])  # replaces c2's sub-video with something that is not a video
+        envs.joinpath(f"{name}.json").write_text(
+            json.dumps(_env(f"s3-{name}", [_synth_cam(c, f"s3://{BUCKET}/{name}/{c}/") for c in ("c1", "c2")]))
+        )
     envs.joinpath("local-synth.json").write_text(
         json.dumps(_env("local-synth", [_synth_cam(c, str(tmp / "src" / "synth" / c)) for c in ("c1", "c2")]))
     )
@@ -398,6 +407,20 @@ def test_a_task_whose_store_keeps_failing_fails_with_a_clear_error(server: tuple
     assert "camera 'c1'" in status["details"] or "camera 'c2'" in status["details"]
     assert "failed after" in status["details"] and "HTTP 500" in status["details"]
     assert messages[-1]["type"] == "status_update" and messages[-1]["status"] == "FAILED"
+
+
+@pytest.mark.parametrize(("env_id", "bad"), [("s3-notvideo-first", 1), ("s3-notvideo-later", 2)])
+def test_an_s3_object_that_is_not_a_video_fails_the_task_naming_camera_and_object(
+    server: tuple[str, FaultProxy], env_id: str, bad: int
+) -> None:
+    base, _ = server
+    status, frames, messages = run_task(base, env_id)
+    assert status["status"] == "FAILED"
+    assert "camera 'c2'" in status["details"] and f"sub_video_{bad:02d}.mp4" in status["details"], status["details"]
+    assert messages[-1]["type"] == "status_update" and messages[-1]["status"] == "FAILED"
+    if bad == 2:  # the first sub-video played before the failure
+        assert len({f.global_frame_index for f in frames}) >= TASK_SEGMENT_FRAMES - 2
+    assert httpx.get(base + "/health").status_code == 200
 
 
 def test_status_shows_downloading_with_progress_while_the_first_sub_videos_arrive(

@@ -18,10 +18,14 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
+from pydantic import ValidationError
+
+from app.services.environment_file import MAX_PX, CameraFile, EnvironmentFile, MapFile, errors
 
 log = logging.getLogger(__name__)
 
 Matrix3 = npt.NDArray[np.float64]
+MAX_FILE_BYTES = 16 * 2**20
 
 
 class EnvironmentError_(ValueError):
@@ -99,12 +103,6 @@ class EnvironmentSpec:
         return frozenset((a, b)) in self.overlaps
 
 
-def _require(d: dict[str, Any], key: str, where: str) -> Any:
-    if key not in d:
-        raise EnvironmentError_(f"{where}: missing field '{key}'")
-    return d[key]
-
-
 def _matrix(value: Any, where: str) -> Matrix3:
     m = np.asarray(value, dtype=np.float64)
     if m.shape != (3, 3) or not np.all(np.isfinite(m)):
@@ -123,28 +121,31 @@ def solve_point_pairs(pairs: Any, where: str) -> tuple[Matrix3, float]:
     if arr.ndim != 3 or arr.shape[1:] != (2, 2) or arr.shape[0] < 4:
         raise EnvironmentError_(f"{where}: point_pairs needs at least 4 pairs of [[u, v], [x, y]]")
     src, dst = arr[:, 0, :], arr[:, 1, :]
-    h, _ = cv2.findHomography(src, dst, 0)
-    if h is None:
+    if not np.all(np.isfinite(arr)):
+        raise EnvironmentError_(f"{where}: point_pairs must be finite numbers")
+    try:
+        h, _ = cv2.findHomography(src, dst, 0)
+    except cv2.error as exc:
+        raise EnvironmentError_(f"{where}: point_pairs cannot be solved ({str(exc).strip()[:120]})") from None
+    if h is None or not np.all(np.isfinite(h)) or abs(np.linalg.det(h)) < 1e-12:
         raise EnvironmentError_(f"{where}: point_pairs are degenerate (collinear?)")
     proj = cv2.perspectiveTransform(src.reshape(-1, 1, 2), h).reshape(-1, 2)
     err = float(np.linalg.norm(proj - dst, axis=1).mean())
     return np.asarray(h, np.float64), err
 
 
-def _load_map(raw: dict[str, Any], base: Path, where: str) -> MapSpec:
-    m = _require(raw, "map", where)
-    ppm = float(m.get("pixels_per_meter", 1.0))
-    if ppm <= 0:
-        raise EnvironmentError_(f"{where}: map.pixels_per_meter must be > 0")
-    if "width_px" in m and "height_px" in m:
-        w, h = int(m["width_px"]), int(m["height_px"])
-    elif "width_m" in m and "height_m" in m:
-        w, h = round(float(m["width_m"]) * ppm), round(float(m["height_m"]) * ppm)
+def _load_map(m: MapFile, base: Path, where: str) -> MapSpec:
+    ppm = m.pixels_per_meter
+    if m.width_px is not None and m.height_px is not None:
+        w, h = m.width_px, m.height_px
+    elif m.width_m is not None and m.height_m is not None:
+        w, h = round(m.width_m * ppm), round(m.height_m * ppm)
     else:
         raise EnvironmentError_(f"{where}: map needs width_px/height_px or width_m/height_m")
-    origin = m.get("origin_m", [0.0, 0.0])
-    image = base / m["image"] if m.get("image") else None
-    return MapSpec(w, h, ppm, (float(origin[0]), float(origin[1])), image)
+    if not (0 < w <= MAX_PX and 0 < h <= MAX_PX):
+        raise EnvironmentError_(f"{where}: map of {w}×{h} px is out of range (1..{MAX_PX} px a side)")
+    image = base / m.image if m.image else None
+    return MapSpec(w, h, ppm, m.origin_m, image)
 
 
 def _s3_location(bucket: Any, prefix: Any, where: str) -> S3Location:
@@ -172,30 +173,61 @@ def _video_location(value: Any, base: Path, where: str) -> Path | S3Location:
     return video if video.is_absolute() else base / video
 
 
-def _load_camera(c: dict[str, Any], base: Path, map_spec: MapSpec, where: str) -> CameraSpec:
-    cid = str(_require(c, "id", where))
-    cw = f"{where} camera '{cid}'"
-    video = _video_location(_require(c, "video", cw), base, cw)
+def _check_ground_under_camera(h: Matrix3, width: int, height: int, where: str) -> None:
+    """The bottom of a camera's image is ground near the camera. Through an image→map homography it must
+    land on finite map points on one side of the horizon, spread over more than a map pixel; a matrix that
+    fails this (transposed, scaled to nothing, meant for another image size) would put people at infinity or
+    all on one spot. A mirrored or map→image matrix can still pass: the reprojection error and the viewer's
+    map show those."""
+    if width <= 0 or height <= 0:
+        return
+    quarter = 0.75 * height
+    quad = np.array(
+        [[0.0, quarter, 1.0], [width - 1.0, quarter, 1.0], [width - 1.0, height - 1.0, 1.0], [0.0, height - 1.0, 1.0]]
+    )
+    p = quad @ h.T
+    w = p[:, 2]
+    bottom = w[2:]
+    eps = 1e-9 * float(np.abs(h[2]).sum() * max(width, height))
+    if not (np.all(bottom > eps) or np.all(bottom < -eps)):
+        raise EnvironmentError_(
+            f"{where}: the homography sends the bottom of the {width}×{height} image beyond the horizon "
+            "(a map→image matrix, a transposed one, or one for another image size?)"
+        )
+    if np.all(np.sign(w) == np.sign(bottom[0])):
+        xy = p[:, :2] / w[:, None]
+        x, y = xy[:, 0], xy[:, 1]
+        area = 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+        if not np.isfinite(area) or area < 1.0:
+            raise EnvironmentError_(
+                f"{where}: the homography squeezes the lower quarter of the image into {area:.3g} map px² "
+                "(a transposed matrix, or one scaled to nothing?)"
+            )
+
+
+def _load_camera(c: CameraFile, base: Path, map_spec: MapSpec, where: str) -> CameraSpec:
+    cw = f"{where} camera '{c.id}'"
+    video = _video_location(c.video, base, cw)
     err: float | None = None
-    if c.get("point_pairs") and not c.get("image_to_map_homography"):
-        h, err = solve_point_pairs(c["point_pairs"], cw)
-    elif c.get("image_to_map_homography") is not None:
-        h = _matrix(c["image_to_map_homography"], f"{cw} image_to_map_homography")
-    elif c.get("image_to_world_homography_m") is not None:
-        to_m = _matrix(c["image_to_world_homography_m"], f"{cw} image_to_world_homography_m")
+    if c.point_pairs and c.image_to_map_homography is None:
+        h, err = solve_point_pairs(c.point_pairs, cw)
+    elif c.image_to_map_homography is not None:
+        h = _matrix(c.image_to_map_homography, f"{cw} image_to_map_homography")
+    elif c.image_to_world_homography_m is not None:
+        to_m = _matrix(c.image_to_world_homography_m, f"{cw} image_to_world_homography_m")
         h = np.linalg.inv(map_spec.map_px_to_metres()) @ to_m
     else:
         raise EnvironmentError_(f"{cw}: needs image_to_map_homography or point_pairs")
-    if c.get("point_pairs") and err is None:
-        _, err = solve_point_pairs(c["point_pairs"], cw)
-    fps = float(c.get("fps", 0.0) or 0.0)
+    if c.point_pairs and err is None:
+        _, err = solve_point_pairs(c.point_pairs, cw)
+    _check_ground_under_camera(h, c.width, c.height, cw)
     return CameraSpec(
-        id=cid,
-        name=str(c.get("name", cid)),
+        id=c.id,
+        name=c.name or c.id,
         video=video,
-        width=int(c.get("width", 0) or 0),
-        height=int(c.get("height", 0) or 0),
-        fps=fps,
+        width=c.width,
+        height=c.height,
+        fps=c.fps,
         image_to_map_px=h,
         reprojection_error_px=err,
     )
@@ -207,21 +239,27 @@ def load_environment(path: Path) -> EnvironmentSpec:
     file = path / "environment.json" if path.is_dir() else path
     if not file.is_file():
         raise EnvironmentError_(f"{path}: no environment file (a .json file, or a folder with environment.json)")
+    if file.stat().st_size > MAX_FILE_BYTES:
+        raise EnvironmentError_(f"{file}: larger than {MAX_FILE_BYTES // 2**20} MiB: not an environment file")
     try:
-        raw = json.loads(file.read_text())
+        raw = json.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise EnvironmentError_(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise EnvironmentError_(f"{file}: not valid JSON ({exc})") from exc
+        raise EnvironmentError_(f"{file}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise EnvironmentError_(f"{file}: JSON nested too deeply") from None
     if not isinstance(raw, dict):
         raise EnvironmentError_(f"{file}: expected a JSON object")
     where = str(file)
-    env_id = str(_require(raw, "id", where))
+    try:
+        spec = EnvironmentFile.model_validate(raw)
+    except ValidationError as exc:
+        raise EnvironmentError_(f"{where}: {errors(exc, raw)}") from None
     base = file.parent
-    map_spec = _load_map(raw, base, where)
-    cams_raw = _require(raw, "cameras", where)
-    if not isinstance(cams_raw, list) or not cams_raw:
-        raise EnvironmentError_(f"{where}: cameras must be a non-empty list")
+    map_spec = _load_map(spec.map, base, where)
     cameras: dict[str, CameraSpec] = {}
-    for c in cams_raw:
+    for c in spec.cameras:
         cam = _load_camera(c, base, map_spec, where)
         if cam.id in cameras:
             raise EnvironmentError_(f"{where}: camera id '{cam.id}' appears twice")
@@ -229,25 +267,24 @@ def load_environment(path: Path) -> EnvironmentSpec:
         if cam.reprojection_error_px is not None:
             log.info(
                 "environment %s camera %s: homography reprojection error %.3f map px (%.3f m)",
-                env_id,
+                spec.id,
                 cam.id,
                 cam.reprojection_error_px,
                 cam.reprojection_error_px / map_spec.pixels_per_meter,
             )
     overlaps: set[frozenset[str]] = set()
-    for pair in raw.get("overlaps", []) or []:
-        a, b = (str(x) for x in pair[:2])
+    for a, b in spec.overlaps:
         if a not in cameras or b not in cameras:
             raise EnvironmentError_(f"{where}: overlap [{a}, {b}] names an unknown camera")
         overlaps.add(frozenset((a, b)))
     return EnvironmentSpec(
-        id=env_id,
-        name=str(raw.get("name", env_id)),
+        id=spec.id,
+        name=spec.name or spec.id,
         map=map_spec,
         cameras=cameras,
         overlaps=overlaps,
         source=file,
-        description=str(raw.get("description", "")),
+        description=spec.description,
     )
 
 

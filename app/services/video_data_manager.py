@@ -25,6 +25,7 @@ from app.core.config import Settings, get_settings
 from app.models.base import ImageBGR
 from app.services.environments import CameraSpec
 from app.services.video_sources.base import DownloadProgress, VideoStoreError
+from app.services.video_sources.integrity import early_end
 from app.services.video_sources.library import PreparedCamera, VideoLibrary
 from app.services.video_sources.segmented import SegmentedVideoSource
 
@@ -87,6 +88,9 @@ class LocalVideoSource:
     def read(self) -> CameraFrame | None:
         ok, image = self._cap.read()
         if not ok or image is None:
+            problem = early_end(self.camera.id, str(self.camera.video), self._next, self.frame_count)
+            if problem is not None:
+                raise VideoSourceError(problem)
             return None
         frame = CameraFrame(self.camera.id, self._next, self._next / self.fps, np.asarray(image, np.uint8))
         self._next += 1

@@ -157,8 +157,11 @@ async def focus_ws(websocket: WebSocket, task_id: str) -> None:
     focused: Any = None
     try:
         while True:
+            frame = await websocket.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
             try:
-                msg = json.loads(await websocket.receive_text())
+                msg = json.loads(frame.get("text") or "")  # binary or empty: ignored like any unknown message
             except ValueError:
                 continue
             if not isinstance(msg, dict):

@@ -22,6 +22,7 @@ import numpy as np
 from app.models.base import ImageBGR
 from app.services.environments import CameraSpec
 from app.services.video_sources.base import Lease, SubVideo, VideoStore, VideoStoreError
+from app.services.video_sources.integrity import early_end
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class SegmentedVideoSource(Generic[FrameT]):
         self._next = 0
         self._lease: Lease | None = None
         self._cap: cv2.VideoCapture | None = None
+        self._sub_decoded = 0
+        self._sub_header_frames = 0
         self._open(first, subs[0])
         assert self._cap is not None
         header_fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -98,8 +101,13 @@ class SegmentedVideoSource(Generic[FrameT]):
                     if ok and image is not None:
                         i = self._next
                         self._next += 1
+                        self._sub_decoded += 1
                         return self._make(self.camera.id, i, i / self.fps, np.asarray(image, np.uint8))
+                    ended = f"sub-video {self._subs[self._index].uri}"
+                    problem = early_end(self.camera.id, ended, self._sub_decoded, self._sub_header_frames)
                     self._close_current()
+                    if problem is not None:
+                        raise VideoStoreError(problem)
                 self._index += 1
                 if self._index >= len(self._subs):
                     return None
@@ -155,6 +163,7 @@ class SegmentedVideoSource(Generic[FrameT]):
             lease.release()
             raise VideoStoreError(f"camera '{self.camera.id}': cannot decode sub-video {sub.uri}")
         self._cap, self._lease = cap, lease
+        self._sub_decoded, self._sub_header_frames = 0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         log.debug("camera %s: playing sub-video %s from frame %d", self.camera.id, sub.name, self._next)
 
     def _close_current(self) -> None:
