@@ -5,10 +5,13 @@ live state), and bounded memory for ended tasks."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -68,6 +71,11 @@ def test_metrics_expose_pipeline_websocket_history_and_live_state_figures(tmp_pa
         assert any(s[0]["outcome"] == "published" and s[1] > 0 for s in m["spoton_live_state_messages_total"])
         assert "spoton_event_loop_lag_seconds" in m
 
+        # Every series the Grafana dashboard plots exists (GPU ones only with a GPU).
+        dashboard = (Path(__file__).parents[1] / "docs" / "grafana" / "spoton-dashboard.json").read_text()
+        plotted = set(re.findall(r"spoton_[a-z0-9_]+", dashboard))
+        assert plotted and {n for n in plotted if not n.startswith("spoton_gpu")} <= set(m), plotted - set(m)
+
         # History counts what the task produced once the recorder has flushed.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -91,3 +99,35 @@ def test_metrics_need_an_unscoped_key_when_auth_is_on(tmp_path: Path) -> None:
         assert httpx.get(base + "/metrics").status_code == 401
         r = httpx.get(base + "/metrics", headers={"Authorization": f"Bearer {viewer}"})
         assert r.status_code == 200 and "spoton_tasks" in r.text
+
+
+def test_ended_tasks_are_forgotten_beyond_the_limit_and_leave_the_metrics(tmp_path: Path) -> None:
+    env = {
+        "id": "gone",
+        "map": {"width_px": 100, "height_px": 100, "pixels_per_meter": 10},
+        "cameras": [
+            {"id": "c1", "video": str(tmp_path / "missing.mp4"), "image_to_map_homography": np.eye(3).tolist()}
+        ],
+    }
+    (tmp_path / "gone.json").write_text(json.dumps(env))
+    settings = Settings(
+        environments_dir=tmp_path / "none",
+        extra_environments=[tmp_path / "gone.json"],
+        finished_tasks_kept=1,
+        data_dir=tmp_path / "data",
+    )
+    with live_server(settings) as base:
+        ids = []
+        for _ in range(3):
+            r = httpx.post(base + "/api/v1/processing-tasks/start", json={"environment_id": "gone"})
+            ids.append(r.json()["task_id"])
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{base}/api/v1/processing-tasks/{ids[-1]}/status").json()["status"] != "FAILED":
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        listed = [t["task_id"] for t in httpx.get(base + "/api/v1/processing-tasks").json()]
+        assert listed == ids[-1:]
+        # Its last status is still answered from the live-state store's snapshot (kept for SPOTON_LIVE_STATE_TTL_S).
+        assert httpx.get(f"{base}/api/v1/processing-tasks/{ids[0]}/status").json()["status"] == "FAILED"
+        tasks = {s[0]["status"]: s[1] for s in _samples(httpx.get(base + "/metrics").text)["spoton_tasks"]}
+        assert tasks == {"FAILED": 1.0}

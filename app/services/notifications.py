@@ -287,7 +287,7 @@ class NotificationHub:
         return frames, texts
 
     def clients_per_task(self) -> dict[str, int]:
-        return {tid: len(ch.subscribers) for tid, ch in self._channels.items() if ch.subscribers}
+        return {tid: len(ch.subscribers) for tid, ch in self._channels.items()}
 
     def client_stats(self, task_id: str) -> dict[str, int]:
         """Connected clients and the frames/messages dropped for slow ones (so far, connected clients)."""
