@@ -168,22 +168,37 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     import json
 
-    from app.bench.pipeline_bench import plot_timeline, print_report, run_pipeline_bench
+    from app.bench.pipeline_bench import (
+        plot_timeline,
+        print_comparison,
+        print_report,
+        run_pipeline_bench,
+        variant_settings,
+    )
 
     settings = Settings()
     setup_logging("WARNING")
+    try:
+        variants = [("current settings", settings)] + [(c, variant_settings(settings, c)) for c in args.compare]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     env = Path(args.environment) if args.environment else build_demo(settings)
-    report = asyncio.run(
-        run_pipeline_bench(
-            env, seconds=args.seconds, cameras=args.cameras, pacing=not args.no_pacing, settings=settings
+    rows = []
+    for name, s in variants:
+        report = asyncio.run(
+            run_pipeline_bench(env, seconds=args.seconds, cameras=args.cameras, pacing=not args.no_pacing, settings=s)
         )
-    )
-    print_report(report)
+        print(f"[{name}]")
+        print_report(report)
+        rows.append((name, report))
+    if len(rows) > 1:
+        print_comparison(rows)
     if args.out:
         out = Path(args.out)
-        out.write_text(json.dumps(report, indent=2))
+        out.write_text(json.dumps(rows[0][1] if len(rows) == 1 else dict(rows), indent=2))
         png = out.with_suffix(".png")
-        plot_timeline(report, png)
+        plot_timeline(rows[0][1], png)
         print(f"  wrote {out} and {png}")
     return 0
 
@@ -442,6 +457,13 @@ def main(argv: list[str] | None = None) -> int:
     bp.add_argument("--cameras", type=int, help="use the first K cameras")
     bp.add_argument("--no-pacing", action="store_true", help="process every frame as fast as possible")
     bp.add_argument("--out", metavar="FILE.json", help="write JSON and a PNG plot beside it")
+    bp.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="SETTING=VALUE[,...]",
+        help="also run with these settings changed (repeatable); prints a table with ratios to the first run",
+    )
     bp.set_defaults(fn=cmd_bench_pipeline)
     bw = bench.add_parser("websocket", help="loopback binary WebSocket throughput")
     bw.add_argument("--messages", type=int, default=20000)

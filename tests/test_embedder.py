@@ -164,3 +164,19 @@ def test_same_person_across_cameras_is_more_similar(embedder: EfficientNetLite0E
                 hits.append(ids[gallery][np.argmax(sim[q, gallery])] == ids[q])
     assert len(hits) > 100
     assert np.mean(hits) > 0.75  # measured 0.92; chance is about 0.25
+
+
+def test_onnxruntime_runtime_gives_the_same_embeddings_and_caches_its_export(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    crops = [rng.integers(0, 256, (int(h), int(w), 3), dtype=np.uint8) for h, w in [(160, 60), (90, 40), (300, 120)]]
+    eager = EfficientNetLite0Embedder(threads=1)
+    onnx = EfficientNetLite0Embedder(onnx_cache=tmp_path)
+    assert (eager.runtime, onnx.runtime) == ("torch", "onnxruntime")
+    a, b = eager.embed(crops), onnx.embed(crops)
+    assert a.shape == b.shape == (3, 1280)
+    assert float(np.abs(a - b).max()) < 1e-4
+    exported = list(tmp_path.glob("efficientnet-lite0-192x96-*.onnx"))
+    assert len(exported) == 1
+    mtime = exported[0].stat().st_mtime_ns
+    EfficientNetLite0Embedder(onnx_cache=tmp_path)  # a second load reuses the export
+    assert exported[0].stat().st_mtime_ns == mtime

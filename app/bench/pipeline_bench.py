@@ -148,6 +148,34 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"  client received: {r['client_received']}")
 
 
+def variant_settings(base: Settings, spec: str) -> Settings:
+    """``base`` with ``key=value[,key=value...]`` applied (setting names as in ``Settings``, validated)."""
+    updates: dict[str, str] = {}
+    for item in (p for p in spec.split(",") if p.strip()):
+        key, sep, value = item.partition("=")
+        key = key.strip().lower().removeprefix("spoton_")
+        if not sep or key not in Settings.model_fields:
+            raise ValueError(f"--compare {spec!r}: use setting=value pairs (e.g. nanodet_precision=fp32)")
+        updates[key] = value.strip()
+    return Settings.model_validate({**base.model_dump(), **updates})
+
+
+def print_comparison(rows: list[tuple[str, dict[str, Any]]]) -> None:
+    """One line per variant, measured in one run; ratios against the first."""
+    first = rows[0][1]["processed_fps_total"] or 1e-9
+    stages = sorted({k for _, r in rows for k in r["stage_ms"]})
+    print("| variant | processed fps (total) | ratio | skipped | frame→publish p99 ms | " + " | ".join(
+        f"{k} ms" for k in stages) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(stages))
+    for name, r in rows:
+        lat = r["latency_ms_decode_to_publish"]["p99"]
+        cells = " | ".join(f"{r['stage_ms'].get(k, 0):.1f}" for k in stages)
+        print(
+            f"| {name} | {r['processed_fps_total']:.1f} | {r['processed_fps_total'] / first:.2f}× | "
+            f"{r['global_frames_skipped']} | {lat} | {cells} |"
+        )
+
+
 def plot_timeline(r: dict[str, Any], path: Path) -> None:
     import matplotlib
 

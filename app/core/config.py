@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     detector_nms_iou: float = 0.5
     nanodet_model_path: Path | None = None
     """ONNX file of NanoDet (v0.x nanodet-g tensors); default: the one shipped in ``app/assets``."""
+    nanodet_precision: Literal["fp32", "int8"] = "fp32"
+    """int8: the statically quantised model (docs/performance.md has the speed and accuracy of both)."""
     nanodet_tiles: Literal["auto", "1", "2"] = "auto"
     """``auto``: two overlapping tiles when the frame is wider than 4:3, else one."""
     nanodet_tile_overlap: float = 0.2
@@ -97,6 +99,9 @@ class Settings(BaseSettings):
     and EfficientNet-Lite0 in one vector. ``efficientnet_lite0``: ImageNet features alone (embedded weights).
     ``clip``: CLIP's image tower (weights below)."""
     embedder_batch_size: int = 64
+    embedder_runtime: Literal["auto", "torch", "onnxruntime"] = "auto"
+    """EfficientNet-Lite0 on the CPU: ``auto`` = onnxruntime (the same numbers, faster; exported once into
+    ``<data_dir>/models``); on CUDA it is always PyTorch."""
     embedder_colour_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.7
     """``fused``: share of the part-colour descriptor in the cosine (the rest is EfficientNet-Lite0)."""
     clip_model: str = "ViT-B-16"
@@ -169,6 +174,14 @@ class Settings(BaseSettings):
     """1.0 plays recorded video at its own rate as if live, 2.0 twice as fast; ``max`` (or 0) processes every
     frame as fast as possible (offline runs)."""
     read_ahead_frames: int = 4
+    motion_gate: bool = False
+    """Skip detection on camera frames where nothing moved and reuse the previous boxes (docs/performance.md)."""
+    motion_gate_min_changed: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.002
+    """Share of a 160×120 grey thumbnail's pixels that must change for the detector to run."""
+    motion_gate_pixel_delta: Annotated[int, Field(ge=1, le=255)] = 12
+    """Grey levels a pixel must change by to count as changed."""
+    motion_gate_max_skip: Annotated[int, Field(ge=0)] = 4
+    """Frames in a row a camera may reuse boxes before the detector runs anyway."""
     """Decoded global frames waiting for the models, at most (bounds latency and memory)."""
     encode_workers: int = 2
     """Threads encoding JPEGs while the models work on the next frame."""

@@ -148,11 +148,13 @@ def build_variants(
     variants: list[Variant] = []
     unavailable: dict[str, str] = {}
     for name in detectors:
-        if name in ("nanodet", "centernet"):
-            current = settings.nanodet_tiles if name == "nanodet" else settings.centernet_tiles
+        if name == "nanodet":
+            variants.extend(_nanodet_variants(settings, sizes, default == name))
+            continue
+        if name == "centernet":
             for tiles in _tilings_for(sizes):
-                tiled = settings.model_copy(update={f"{name}_tiles": tiles})
-                is_default = default == name and tiles == current
+                tiled = settings.model_copy(update={"centernet_tiles": tiles})
+                is_default = default == name and tiles == settings.centernet_tiles
                 variants.append(Variant(f"{name} tiles={tiles}", name, tiles, tiled, is_default))
             continue
         from app.models.fasterrcnn import WeightsUnavailableError, resolve_weights
@@ -165,6 +167,23 @@ def build_variants(
             continue
         variants.append(Variant(label, name, "-", settings, default == name))
     return variants, unavailable
+
+
+def _nanodet_variants(settings: Settings, sizes: list[tuple[int, int]], chosen: bool) -> list[Variant]:
+    """Both precisions (int8 when its model is there) side by side; the other tilings in the configured one."""
+    from app.models.nanodet import DEFAULT_INT8_PATH
+
+    precisions = ["fp32", "int8"] if settings.nanodet_model_path is None and DEFAULT_INT8_PATH.is_file() else []
+    current = settings.nanodet_precision
+    out = []
+    for precision in precisions or [current]:
+        for tiles in _tilings_for(sizes):
+            if precision != current and tiles != "auto":
+                continue
+            s = settings.model_copy(update={"nanodet_tiles": tiles, "nanodet_precision": precision})
+            is_default = chosen and tiles == settings.nanodet_tiles and precision == current
+            out.append(Variant(f"nanodet {precision} tiles={tiles}", "nanodet", tiles, s, is_default))
+    return out
 
 
 # -- frames --------------------------------------------------------------------------------------------------

@@ -156,6 +156,7 @@ def run_pipeline(
     from app.models.registry import build_detector, build_embedder
     from app.services.frame_processor import FrameProcessor
     from app.services.homography import HomographyService
+    from app.services.motion_gate import MotionGate
     from app.services.reid import IdentityRegistry
     from app.services.tracking import CameraTrackerFactory
     from app.services.video_data_manager import SynchronizedReader, VideoDataManagerService
@@ -173,6 +174,7 @@ def run_pipeline(
         homography=HomographyService(env),
         identities=IdentityRegistry.from_settings(settings, embedder.dim, env),
         embed_every_n=settings.reid_embed_every_n,
+        motion_gate=MotionGate.from_settings(settings),
     )
     collect = OutputCollector(list(env.cameras), dataset.first_frame)
     sources = VideoDataManagerService(settings).open(list(env.cameras.values()))

@@ -179,6 +179,52 @@ def preprocess(crops: Sequence[ImageBGR], input_hw: tuple[int, int]) -> torch.Te
     return tensor.sub_(_MEAN).div_(_STD)
 
 
+class _PooledFeatures(nn.Module):
+    """What the embedder computes: pooled head activations (exported as one ONNX graph)."""
+
+    def __init__(self, model: EfficientNetLite0) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.features(x).mean(dim=(2, 3))
+
+
+class OnnxFeatures:
+    """The network exported to ONNX for one input size and run by onnxruntime: the same numbers (max difference
+    ~1e-5 on unit-scale features) at about 1.5× the speed of eager PyTorch on this CPU with one thread. The
+    export is cached next to the other downloaded models, keyed by weights, input size and torch version."""
+
+    def __init__(self, model: EfficientNetLite0, weights: Path, input_hw: tuple[int, int], cache_dir: Path,
+                 threads: int = 1) -> None:  # fmt: skip
+        import hashlib
+
+        from app.models.onnx_session import cpu_session
+
+        h, w = input_hw
+        key = hashlib.sha256(f"{weights.stat().st_size}:{weights.name}:{torch.__version__}".encode()).hexdigest()[:12]
+        path = cache_dir / f"efficientnet-lite0-{h}x{w}-{key}.onnx"
+        if not path.is_file():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            import warnings
+
+            with warnings.catch_warnings(), torch.inference_mode():
+                warnings.simplefilter("ignore")  # tracer notes about the fixed-size padding, expected here
+                torch.onnx.export(
+                    _PooledFeatures(model).eval(), (torch.zeros(2, 3, h, w),), str(tmp), input_names=["input"],
+                    output_names=["features"], dynamic_axes={"input": {0: "n"}, "features": {0: "n"}},
+                    opset_version=17, dynamo=False,
+                )  # fmt: skip
+            tmp.replace(path)
+            log.info("EfficientNet-Lite0 exported to %s", path)
+        self.path = path
+        self._session = cpu_session(path, threads)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._session.run(None, {"input": x.numpy()})[0])
+
+
 class EfficientNetLite0Embedder:
     """`AppearanceEmbedder` on EfficientNet-Lite0: N crops → N×1280 float32 L2-normalised rows."""
 
@@ -190,9 +236,12 @@ class EfficientNetLite0Embedder:
         weights_path: Path | None = None,
         input_hw: tuple[int, int] = DEFAULT_INPUT_HW,
         precision: Literal["fp32", "fp16"] = "fp32",
+        onnx_cache: Path | None = None,
+        onnx_threads: int = 1,
     ) -> None:
         """`threads` > 0 sets torch's process-wide intra-op thread count (0 leaves torch's default).
-        `precision="fp16"` is only for CUDA, where it halves memory traffic; CPU half kernels are slow."""
+        `precision="fp16"` is only for CUDA, where it halves memory traffic; CPU half kernels are slow.
+        `onnx_cache`: on CPU, run the network with onnxruntime (exported once into this folder)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
@@ -206,8 +255,14 @@ class EfficientNetLite0Embedder:
         self._dtype = torch.float16 if precision == "fp16" else torch.float32
         t0 = time.perf_counter()
         self.model = load_efficientnet_lite0(weights_path).to(self.device, self._dtype)
-        if self.device.type == "cpu":
+        self._onnx: OnnxFeatures | None = None
+        if onnx_cache is not None and self.device.type == "cpu":
+            self._onnx = OnnxFeatures(
+                self.model, Path(weights_path or default_weights_path()), input_hw, onnx_cache, onnx_threads
+            )
+        elif self.device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.runtime = "onnxruntime" if self._onnx is not None else "torch"
         self.info = ModelInfo(name="efficientnet-lite0", device=str(self.device), precision=precision)
         log.info(
             "EfficientNet-Lite0 embedder loaded in %.2f s on %s (%s)", time.perf_counter() - t0, self.device, precision
@@ -217,11 +272,14 @@ class EfficientNetLite0Embedder:
     def from_settings(cls, settings: Settings) -> EfficientNetLite0Embedder:
         """CUDA (fp16) when available, else CPU (fp32, batches capped at `CPU_MAX_BATCH`)."""
         cuda = torch.cuda.is_available()
+        onnx = not cuda and settings.embedder_runtime in ("auto", "onnxruntime")
         return cls(
             device="cuda" if cuda else "cpu",
             batch_size=settings.embedder_batch_size if cuda else min(settings.embedder_batch_size, CPU_MAX_BATCH),
             threads=settings.torch_threads,
             precision="fp16" if cuda else "fp32",
+            onnx_cache=settings.data_dir / "models" if onnx else None,
+            onnx_threads=settings.onnx_threads or 1,
         )
 
     def embed(self, crops: list[ImageBGR]) -> FloatArray:
@@ -229,6 +287,8 @@ class EfficientNetLite0Embedder:
             return np.zeros((0, self.dim), np.float32)
 
         def forward(chunk: list[ImageBGR]) -> torch.Tensor:
+            if self._onnx is not None:
+                return self._onnx(preprocess(chunk, self.input_hw))
             x = preprocess(chunk, self.input_hw).to(self.device, self._dtype)
             if self.device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)

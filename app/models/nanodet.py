@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from app.core.config import Settings
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / "assets" / "nanodet.onnx"
+DEFAULT_INT8_PATH = Path(__file__).resolve().parents[1] / "assets" / "nanodet-int8.onnx"
+"""int8 weights and activations (``scripts/quantize_nanodet.py``, calibrated on the demo video)."""
 INPUT_SIZE = 416
 STRIDES = (8, 16, 32)
 REG_MAX = 10
@@ -33,6 +35,7 @@ MAX_BATCH = 16
 """Tiles per onnxruntime call: bounds activation memory when many cameras arrive at once."""
 
 TileMode = Literal["auto", "1", "2"]
+Precision = Literal["fp32", "int8"]
 
 
 def _centers() -> list[FloatArray]:
@@ -76,12 +79,17 @@ class NanoDetDetector:
         tiles: TileMode = "auto",
         tile_overlap: float = 0.2,
         threads: int = 0,
+        precision: Precision = "fp32",
     ) -> None:
-        path = Path(model_path) if model_path is not None else DEFAULT_MODEL_PATH
+        if precision not in ("fp32", "int8"):
+            raise ValueError(f"precision must be 'fp32' or 'int8', not {precision!r}")
+        default = DEFAULT_INT8_PATH if precision == "int8" else DEFAULT_MODEL_PATH
+        path = Path(model_path) if model_path is not None else default
         if not path.is_file():
+            script = "quantize_nanodet.py" if precision == "int8" else "convert_nanodet.py"
             raise FileNotFoundError(
-                f"NanoDet ONNX model not found at {path}. Set SPOTON_NANODET_MODEL_PATH to the file, or "
-                f"recreate the shipped one with `python scripts/convert_nanodet.py`."
+                f"NanoDet {precision} ONNX model not found at {path}. Set SPOTON_NANODET_MODEL_PATH to the file, "
+                f"or recreate the shipped one with `python scripts/{script}`."
             )
         if tiles not in ("auto", "1", "2"):
             raise ValueError(f"tiles must be 'auto', '1' or '2', not {tiles!r}")
@@ -105,7 +113,8 @@ class NanoDetDetector:
         self._bins = np.arange(REG_MAX + 1, dtype=np.float32)
         # what a padded (black) pixel becomes after normalisation
         self._pad_value = ((0.0 - MEAN_BGR) / STD_BGR).reshape(3, 1, 1)
-        self.info = ModelInfo(name="nanodet-g", device="cpu", precision="fp32")
+        self.precision: Precision = precision
+        self.info = ModelInfo(name="nanodet-g", device="cpu", precision=precision)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NanoDetDetector:
@@ -116,6 +125,7 @@ class NanoDetDetector:
             tiles=settings.nanodet_tiles,
             tile_overlap=settings.nanodet_tile_overlap,
             threads=settings.onnx_threads,
+            precision=settings.nanodet_precision,
         )
 
     # -- public -------------------------------------------------------------------------------------

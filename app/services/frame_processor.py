@@ -17,6 +17,7 @@ import numpy as np
 from app.models.base import AppearanceEmbedder, Detections, ImageBGR, PersonDetector
 from app.services.frame_encoder import FrameEncoder
 from app.services.homography import HomographyService
+from app.services.motion_gate import MotionGate
 from app.services.reid import IdentityEvent, IdentityRegistry, Observation
 from app.services.tracking import CameraTracker, TrackedBox
 from app.services.video_data_manager import GlobalFrame
@@ -99,6 +100,7 @@ class FrameProcessor:
         homography: HomographyService,
         identities: IdentityRegistry,
         embed_every_n: int = 5,
+        motion_gate: MotionGate | None = None,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
@@ -107,6 +109,8 @@ class FrameProcessor:
         self.identities = identities
         self.embed_every_n = max(1, embed_every_n)
         self._described: dict[tuple[str, int], tuple[int, int]] = {}
+        self.motion_gate = motion_gate
+        self._last_detections: dict[str, Detections] = {}
 
     def process(self, gf: GlobalFrame) -> FrameResult:
         ms: dict[str, float] = {}
@@ -114,7 +118,7 @@ class FrameProcessor:
         images = [gf.frames[c].image for c in cams]
 
         t = time.perf_counter()
-        detections = self.detector.detect(images) if images else []
+        detections = self._detect(cams, images)
         ms["detect"] = _lap(t)
 
         # A tracker that uses appearance needs every detection embedded before it runs; otherwise only the
@@ -166,6 +170,18 @@ class FrameProcessor:
             cf = gf.frames[cid]
             results.append(CameraResult(cid, cf.frame_index, cf.timestamp_s, outs, image))
         return FrameResult(gf.index, gf.timestamp_s, results, ms, self.identities.drain_events())
+
+    def _detect(self, cams: list[str], images: list[ImageBGR]) -> list[Detections]:
+        """The detector on every camera whose picture changed; the previous boxes where nothing moved."""
+        gate = self.motion_gate
+        if gate is None:
+            return self.detector.detect(images) if images else []
+        run = [i for i, (c, im) in enumerate(zip(cams, images, strict=True))
+               if gate.needs_detection(c, im) or c not in self._last_detections]  # fmt: skip
+        fresh = self.detector.detect([images[i] for i in run]) if run else []
+        for i, det in zip(run, fresh, strict=True):
+            self._last_detections[cams[i]] = det
+        return [self._last_detections[c] for c in cams]
 
     def _tracks_to_describe(
         self, frame_no: int, per_cam: list[tuple[str, list[TrackedBox], np.ndarray]], detections: list[Detections]

@@ -32,6 +32,7 @@ from app.services.frame_processor import EncodedFrame, FrameProcessor, FrameResu
 from app.services.homography import HomographyService
 from app.services.jpeg_quality import QualityController
 from app.services.metrics import PipelineMetrics
+from app.services.motion_gate import MotionGate
 from app.services.notifications import FrameMessage, NotificationHub
 from app.services.processing_task import TaskState, TaskStatus
 from app.services.reid import IdentityRegistry
@@ -177,6 +178,7 @@ class PipelineOrchestrator:
             homography=HomographyService(self.env),
             identities=IdentityRegistry.from_settings(s, c.embedder.dim, self.env),
             embed_every_n=s.reid_embed_every_n,
+            motion_gate=MotionGate.from_settings(s),
         )
 
     # -- main loop ------------------------------------------------------------------------------
