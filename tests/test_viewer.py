@@ -115,7 +115,8 @@ def test_viewer_starts_a_task_shows_four_cameras_with_boxes_and_the_map_and_stop
 
 
 def test_mjpeg_stream_yields_decodable_jpegs_with_and_without_boxes(tmp_path: Path) -> None:
-    clip = make_clip(tmp_path, 42)
+    # 20 s of video: enough frames for both streams even when a loaded machine makes the task skip many.
+    clip = make_clip(tmp_path, 140)
     settings = Settings(environments_dir=tmp_path / "none", extra_environments=[clip], playback_speed=1.0)
     with live_server(settings) as base:
         task = httpx.post(base + "/api/v1/processing-tasks/start", json={"environment_id": "clip"}).json()

@@ -90,9 +90,14 @@ def time_detector(
 def _builders(settings: Settings, detector: str, precisions: list[str]) -> list[tuple[str, Callable[[int], Any]]]:
     """(weights label, batch size → detector) per precision the detector runs in here."""
     if detector == "nanodet":
-        from app.models.nanodet import NanoDetDetector
+        from app.models.nanodet import NanoDetDetector, available_variants
 
-        return [("shipped", lambda _b: NanoDetDetector.from_settings(settings))]
+        def nanodet(runtime: str, precision: str) -> Callable[[int], Any]:
+            update = {"nanodet_runtime": runtime, "nanodet_precision": precision}
+            return lambda _b: NanoDetDetector.from_settings(settings.model_copy(update=update))
+
+        wanted = [(rt, p) for rt, p in available_variants() if not precisions or p in precisions]
+        return [(f"shipped, {rt}", nanodet(rt, p)) for rt, p in wanted]
     if detector == "centernet":
         from app.models.centernet import CenterNetDetector
 

@@ -65,8 +65,11 @@ class Settings(BaseSettings):
     detector_nms_iou: float = 0.5
     nanodet_model_path: Path | None = None
     """ONNX file of NanoDet (v0.x nanodet-g tensors); default: the one shipped in ``app/assets``."""
-    nanodet_precision: Literal["fp32", "int8"] = "fp32"
-    """int8: the statically quantised model (docs/performance.md has the speed and accuracy of both)."""
+    nanodet_runtime: Literal["auto", "onnxruntime", "openvino"] = "auto"
+    """``auto``: OpenVINO when the ``openvino`` package is installed (it is a dependency), else onnxruntime."""
+    nanodet_precision: Literal["auto", "fp32", "int8", "bf16"] = "auto"
+    """``auto``: bfloat16 on OpenVINO where the CPU computes it natively (AMX, AVX512-BF16), else the int8 model;
+    ``bf16`` needs OpenVINO. All keep detection accuracy within 0.3 points of fp32 (docs/performance.md)."""
     nanodet_tiles: Literal["auto", "1", "2"] = "auto"
     """``auto``: two overlapping tiles when the frame is wider than 4:3, else one."""
     nanodet_tile_overlap: float = 0.2

@@ -170,19 +170,23 @@ def build_variants(
 
 
 def _nanodet_variants(settings: Settings, sizes: list[tuple[int, int]], chosen: bool) -> list[Variant]:
-    """Both precisions (int8 when its model is there) side by side; the other tilings in the configured one."""
-    from app.models.nanodet import DEFAULT_INT8_PATH
+    """Every runtime × precision this machine runs, side by side (the configured one also in the other
+    tilings); with a custom model file only the configured variant."""
+    from app.models.nanodet import available_variants, resolve_runtime
 
-    precisions = ["fp32", "int8"] if settings.nanodet_model_path is None and DEFAULT_INT8_PATH.is_file() else []
-    current = settings.nanodet_precision
+    current = resolve_runtime(settings.nanodet_runtime, settings.nanodet_precision)
+    others = [v for v in available_variants() if v != current and v != ("openvino", "fp32")]  # ≈ onnxruntime fp32
+    combos = [current] + (others if settings.nanodet_model_path is None else [])
     out = []
-    for precision in precisions or [current]:
+    for runtime, precision in combos:
         for tiles in _tilings_for(sizes):
-            if precision != current and tiles != "auto":
+            if (runtime, precision) != current and tiles != "auto":
                 continue
-            s = settings.model_copy(update={"nanodet_tiles": tiles, "nanodet_precision": precision})
-            is_default = chosen and tiles == settings.nanodet_tiles and precision == current
-            out.append(Variant(f"nanodet {precision} tiles={tiles}", "nanodet", tiles, s, is_default))
+            s = settings.model_copy(
+                update={"nanodet_tiles": tiles, "nanodet_precision": precision, "nanodet_runtime": runtime}
+            )
+            is_default = chosen and tiles == settings.nanodet_tiles and (runtime, precision) == current
+            out.append(Variant(f"nanodet {precision} {runtime} tiles={tiles}", "nanodet", tiles, s, is_default))
     return out
 
 

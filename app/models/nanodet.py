@@ -9,7 +9,7 @@ a 16:9 frame into 416×416 leaves distant people only a few pixels wide.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import cv2
 import numpy as np
@@ -35,7 +35,47 @@ MAX_BATCH = 16
 """Tiles per onnxruntime call: bounds activation memory when many cameras arrive at once."""
 
 TileMode = Literal["auto", "1", "2"]
-Precision = Literal["fp32", "int8"]
+Precision = Literal["fp32", "int8", "bf16"]
+Runtime = Literal["onnxruntime", "openvino"]
+
+
+def resolve_runtime(runtime: str, precision: str) -> tuple[Runtime, Precision]:
+    """What ``auto`` means on this machine: the fastest runtime and precision that keep accuracy (measured in
+    docs/performance.md): OpenVINO in bfloat16 where the CPU has it natively, else int8 on onnxruntime."""
+    from app.models.openvino_session import native_bf16, openvino_available
+
+    ov = openvino_available()
+    if runtime == "auto":
+        bf16 = precision == "bf16" or (precision == "auto" and ov and native_bf16())
+        runtime = "openvino" if bf16 else "onnxruntime"
+    if runtime == "openvino" and not ov:
+        raise ValueError("SPOTON_NANODET_RUNTIME=openvino needs the openvino package (pip install openvino)")
+    if precision == "auto":
+        precision = "bf16" if runtime == "openvino" and native_bf16() else "int8"
+    return cast(Runtime, runtime), cast(Precision, precision)
+
+
+VARIANTS: tuple[tuple[Runtime, Precision], ...] = (
+    ("onnxruntime", "fp32"),
+    ("onnxruntime", "int8"),
+    ("openvino", "bf16"),
+    ("openvino", "fp32"),
+)
+"""Every runtime × precision worth comparing (benchmarks and accuracy reports)."""
+
+
+def available_variants() -> list[tuple[Runtime, Precision]]:
+    """The variants this machine can run: int8 needs its model file, OpenVINO its package, bf16 the CPU."""
+    from app.models.openvino_session import native_bf16, openvino_available
+
+    out = []
+    for runtime, precision in VARIANTS:
+        if precision == "int8" and not DEFAULT_INT8_PATH.is_file():
+            continue
+        if runtime == "openvino" and (not openvino_available() or (precision == "bf16" and not native_bf16())):
+            continue
+        out.append((runtime, precision))
+    return out
 
 
 def _centers() -> list[FloatArray]:
@@ -80,9 +120,14 @@ class NanoDetDetector:
         tile_overlap: float = 0.2,
         threads: int = 0,
         precision: Precision = "fp32",
+        runtime: Runtime = "onnxruntime",
     ) -> None:
-        if precision not in ("fp32", "int8"):
-            raise ValueError(f"precision must be 'fp32' or 'int8', not {precision!r}")
+        if precision not in ("fp32", "int8", "bf16"):
+            raise ValueError(f"precision must be 'fp32', 'int8' or 'bf16', not {precision!r}")
+        if runtime not in ("onnxruntime", "openvino"):
+            raise ValueError(f"runtime must be 'onnxruntime' or 'openvino', not {runtime!r}")
+        if precision == "bf16" and runtime != "openvino":
+            raise ValueError("bf16 NanoDet runs on OpenVINO only (SPOTON_NANODET_RUNTIME=openvino)")
         default = DEFAULT_INT8_PATH if precision == "int8" else DEFAULT_MODEL_PATH
         path = Path(model_path) if model_path is not None else default
         if not path.is_file():
@@ -101,23 +146,36 @@ class NanoDetDetector:
         self.tiles: TileMode = tiles
         self.tile_overlap = float(tile_overlap)
 
-        self._session = cpu_session(path, threads)
-        self._input = self._session.get_inputs()[0].name
-        batch_dim = self._session.get_inputs()[0].shape[0]
+        ort_session = cpu_session(path, threads)  # also checks the file's inputs and outputs
+        self._input = ort_session.get_inputs()[0].name
+        batch_dim = ort_session.get_inputs()[0].shape[0]
         self._dynamic_batch = not isinstance(batch_dim, int)
         self._outputs = [f"cls_s{s}" for s in STRIDES] + [f"dist_s{s}" for s in STRIDES]
-        missing = set(self._outputs) - {o.name for o in self._session.get_outputs()}
+        missing = set(self._outputs) - {o.name for o in ort_session.get_outputs()}
         if missing:
             raise ValueError(f"{path} lacks outputs {sorted(missing)}; convert it with scripts/convert_nanodet.py")
+        self._session: Any = ort_session
+        self.runtime: Runtime = runtime
+        if runtime == "openvino":
+            from app.models.openvino_session import OpenVinoSession
+
+            ov_session = OpenVinoSession(path, threads, "fp32" if precision == "fp32" else "bf16" if
+                                         precision == "bf16" else "auto")  # fmt: skip
+            self._session = ov_session
+            if precision != "int8":
+                precision = "bf16" if ov_session.precision == "bf16" else "fp32"
+            del ort_session
         self._centers = _centers()
         self._bins = np.arange(REG_MAX + 1, dtype=np.float32)
         # what a padded (black) pixel becomes after normalisation
         self._pad_value = ((0.0 - MEAN_BGR) / STD_BGR).reshape(3, 1, 1)
         self.precision: Precision = precision
-        self.info = ModelInfo(name="nanodet-g", device="cpu", precision=precision)
+        self.info = ModelInfo(name="nanodet-g", device="cpu", precision=precision if runtime == "onnxruntime"
+                              else f"{precision} (openvino)")  # fmt: skip
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NanoDetDetector:
+        runtime, precision = resolve_runtime(settings.nanodet_runtime, settings.nanodet_precision)
         return cls(
             model_path=settings.nanodet_model_path,
             score_threshold=settings.detector_score_threshold,
@@ -125,7 +183,8 @@ class NanoDetDetector:
             tiles=settings.nanodet_tiles,
             tile_overlap=settings.nanodet_tile_overlap,
             threads=settings.onnx_threads,
-            precision=settings.nanodet_precision,
+            precision=precision,
+            runtime=runtime,
         )
 
     # -- public -------------------------------------------------------------------------------------
