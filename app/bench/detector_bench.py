@@ -96,8 +96,8 @@ def _builders(settings: Settings, detector: str, precisions: list[str]) -> list[
             update = {"nanodet_runtime": runtime, "nanodet_precision": precision}
             return lambda _b: NanoDetDetector.from_settings(settings.model_copy(update=update))
 
-        wanted = [(rt, p) for rt, p in available_variants() if not precisions or p in precisions]
-        return [(f"shipped, {rt}", nanodet(rt, p)) for rt, p in wanted]
+        chosen = [(rt, p) for rt, p in available_variants() if not precisions or p in precisions]
+        return [(f"shipped, {rt}", nanodet(rt, p)) for rt, p in chosen]
     if detector == "centernet":
         from app.models.centernet import CenterNetDetector
 
