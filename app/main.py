@@ -80,6 +80,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.auth_secret.get_secret_value() if settings.auth_secret else None,
         settings.signed_url_ttl_s,
     )
+    if settings.jwt_issuer:
+        from app.core.jwt_auth import JwtVerifier
+
+        keys.tokens = JwtVerifier(
+            settings.jwt_issuer,
+            settings.jwt_audience,
+            settings.jwt_jwks_url or None,
+            settings.jwt_public_key_file,
+            settings.jwt_role_claim,
+            settings.jwt_environments_claim,
+        )
     app = FastAPI(
         title="SpotOn",
         version="0.1.0",

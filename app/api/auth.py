@@ -39,7 +39,7 @@ async def current_principal(request: Request) -> Principal:
     store = keystore(request)
     if not store.enabled:
         return ANONYMOUS
-    principal = store.authenticate(bearer(request))
+    principal = await store.authenticate_async(bearer(request))
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"}
@@ -89,7 +89,7 @@ async def authenticate_websocket(websocket: WebSocket, timeout_s: float) -> Prin
         raw = await asyncio.wait_for(websocket.receive_text(), timeout=timeout_s)
         msg = json.loads(raw)
         if isinstance(msg, dict) and msg.get("type") == "auth" and isinstance(msg.get("token"), str):
-            principal = store.authenticate(msg["token"])
+            principal = await store.authenticate_async(msg["token"])
     except (TimeoutError, ValueError, KeyError, RuntimeError):
         principal = None
     if principal is None:

@@ -35,6 +35,18 @@ class Settings(BaseSettings):
     """Comma-separated origins allowed to open WebSockets besides the server's own and ``cors_origins`` (browser
     pages elsewhere are refused: a page the user visits cannot open a stream from their browser)."""
     ws_auth_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    jwt_issuer: str = ""
+    """OIDC/JWT bearer tokens are accepted (besides API keys) when set: the issuer (``iss``) they must name."""
+    jwt_audience: str = ""
+    """The audience (``aud``) tokens must name."""
+    jwt_jwks_url: str = ""
+    """The issuer's JSON Web Key Set (fetched and cached; one of this and ``jwt_public_key_file``)."""
+    jwt_public_key_file: Path | None = None
+    """A PEM public key the tokens are signed with (instead of a JWKS URL)."""
+    jwt_role_claim: str = "spoton_role"
+    """Claim holding the role (viewer, operator, admin; a list: the highest counts)."""
+    jwt_environments_claim: str = "spoton_environments"
+    """Claim holding the environment ids the token may see; absent: all."""
     max_tasks_per_key: Annotated[int, Field(ge=0)] = 0
     """Running tasks one key (or, with auth off, everyone together) may have at once; 0: no limit (409 beyond)."""
     task_starts_per_minute: Annotated[int, Field(ge=0)] = 30

@@ -8,6 +8,7 @@ configured, auth is off (the embedded demo) and every caller is an anonymous adm
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -16,6 +17,7 @@ import time
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
+from typing import Protocol
 
 
 class Role(IntEnum):
@@ -53,15 +55,29 @@ def _role(value: str, where: str) -> Role:
         raise KeyConfigError(f"{where}: unknown role '{value}' (viewer, operator, admin)") from None
 
 
+class TokenVerifier(Protocol):
+    """Bearer tokens other than API keys (``app.core.jwt_auth.JwtVerifier``); blocking."""
+
+    def verify(self, token: str) -> Principal | None: ...
+
+
 class KeyStore:
-    def __init__(self, entries: dict[str, Principal], secret: bytes, url_ttl_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        entries: dict[str, Principal],
+        secret: bytes,
+        url_ttl_s: float = 300.0,
+        tokens: TokenVerifier | None = None,
+    ) -> None:
         self._by_digest = entries
         self._secret = secret
         self.url_ttl_s = url_ttl_s
+        self.tokens = tokens
+        """JWTs from an identity provider, besides the API keys (None: keys only)."""
 
     @property
     def enabled(self) -> bool:
-        return bool(self._by_digest)
+        return bool(self._by_digest) or self.tokens is not None
 
     @classmethod
     def load(cls, inline: str, path: Path | None, secret: str | None, url_ttl_s: float = 300.0) -> KeyStore:
@@ -92,12 +108,20 @@ class KeyStore:
         mac_key = secret.encode() if secret else secrets.token_bytes(32)
         return cls(entries, mac_key, url_ttl_s)
 
+    async def authenticate_async(self, token: str | None) -> Principal | None:
+        """``authenticate`` off the event loop when the token is a JWT (its issuer's keys may be fetched)."""
+        if self.tokens is not None and token and _is_jwt(token):
+            return await asyncio.to_thread(self.authenticate, token)
+        return self.authenticate(token)
+
     def authenticate(self, token: str | None) -> Principal | None:
         """The key's principal; None for a missing or unknown key (always ANONYMOUS while auth is off)."""
         if not self.enabled:
             return ANONYMOUS
         if not token:
             return None
+        if self.tokens is not None and _is_jwt(token):
+            return self.tokens.verify(token)
         wanted = digest(token)
         for d, principal in self._by_digest.items():
             if hmac.compare_digest(d, wanted):
@@ -121,6 +145,11 @@ class KeyStore:
 
     def principal_named(self, name: str) -> Principal | None:
         return next((p for p in self._by_digest.values() if p.name == name), None)
+
+
+def _is_jwt(token: str) -> bool:
+    """A JWS compact token (``header.payload.signature``, base64url JSON header) rather than an API key."""
+    return token.count(".") == 2 and token.startswith("ey")
 
 
 def new_key() -> str:

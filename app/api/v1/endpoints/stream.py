@@ -27,7 +27,7 @@ from app.api.compat.legacy_ws import letterboxes_for
 from app.api.deps import AppContext, get_context
 from app.api.v1.schemas import ErrorResponse
 from app.api.websockets import find_stream
-from app.core.security import Principal
+from app.core.security import Principal, Role
 from app.services.notifications import ClientOutbox
 from app.services.overlay import draw_tracks, pad_jpeg
 from app.services.task_manager import UnknownTaskError
@@ -100,6 +100,9 @@ async def _stream_principal(request: Request, exp: int | None, sig: str | None, 
     store = keystore(request)
     if store.enabled and sig is not None and exp is not None and key is not None:
         principal = store.principal_named(key)
+        if principal is None and key.startswith("jwt:"):
+            # a token's holder: the signature proves the URL was issued to them for this path, in scope
+            principal = Principal(key, Role.viewer, None)
         if principal is not None and store.verify(request.url.path, exp, sig, key):
             return principal
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "stream URL signature invalid or expired")
@@ -112,9 +115,16 @@ class SignedUrl(BaseModel):
 
 
 @router.post("/{task_id}/{camera_id}/url", response_model=SignedUrl, responses={401: {"model": ErrorResponse}})
-async def signed_url(task_id: str, camera_id: str, request: Request, who: Viewer) -> SignedUrl:
+async def signed_url(task_id: str, camera_id: str, request: Request, who: Viewer, ctx: Ctx) -> SignedUrl:
     """A short-lived URL of this camera's MJPEG that needs no header (for ``<img>`` tags)."""
     store = keystore(request)
+    if who.environments is not None:  # scoped: only for tasks it may watch (the URL carries no scope)
+        try:
+            check_scope(who, (await ctx.tasks.find(task_id)).environment_id)
+        except UnknownTaskError:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"processing task '{task_id}' not found") from None
+        except LiveStateUnavailableError:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "live state store unreachable") from None
     path = request.url.path.removesuffix("/url")
     if not store.enabled:
         return SignedUrl(url=path, expires_at=0)
