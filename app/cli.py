@@ -187,7 +187,9 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     rows = []
     for name, s in variants:
         report = asyncio.run(
-            run_pipeline_bench(env, seconds=args.seconds, cameras=args.cameras, pacing=not args.no_pacing, settings=s)
+            run_pipeline_bench(
+                env, seconds=args.seconds, cameras=args.cameras, pacing=not args.no_pacing, settings=s, speed=args.speed
+            )
         )
         print(f"[{name}]")
         print_report(report)
@@ -456,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     bp.add_argument("--seconds", type=float, default=60.0)
     bp.add_argument("--cameras", type=int, help="use the first K cameras")
     bp.add_argument("--no-pacing", action="store_true", help="process every frame as fast as possible")
+    bp.add_argument(
+        "--speed", type=float, default=1.0, help="play at this multiple of the video's rate (10/7 ≈ 1.43: 7 fps as 10)"
+    )
     bp.add_argument("--out", metavar="FILE.json", help="write JSON and a PNG plot beside it")
     bp.add_argument(
         "--compare",

@@ -172,3 +172,19 @@ def test_missing_model_names_the_fix(tmp_path: Path) -> None:
     assert "SPOTON_NANODET_MODEL_PATH" in message
     assert "scripts/convert_nanodet.py" in message
     assert "nope.onnx" in message
+
+
+def test_openvino_runtime_serves_concurrent_callers() -> None:
+    """Tasks share one detector and call it from their own threads (onnxruntime allows it; so must OpenVINO)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.models.openvino_session import openvino_available
+
+    if not openvino_available():
+        pytest.skip("openvino is not installed")
+    det = NanoDetDetector(runtime="openvino", precision="fp32")
+    frames = [np.full((480, 640, 3), v, np.uint8) for v in (40, 90, 140, 190)]
+    expected = [det.detect([f])[0].boxes.shape for f in frames]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda f: det.detect([f])[0].boxes.shape, frames * 5))
+    assert got == expected * 5

@@ -30,6 +30,7 @@ async def run_pipeline_bench(
     cameras: int | None = None,
     pacing: bool = True,
     settings: Settings | None = None,
+    speed: float = 1.0,
 ) -> dict[str, Any]:
     from app.main import create_app
 
@@ -40,7 +41,7 @@ async def run_pipeline_bench(
         update={
             "extra_environments": [environment],
             "environments_dir": Path("/nonexistent-spoton-bench"),
-            "playback_speed": 1.0 if pacing else 0.0,
+            "playback_speed": speed if pacing else 0.0,
         }
     )
     port = free_port()
@@ -78,7 +79,7 @@ async def run_pipeline_bench(
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(serve, 30)
-    return _report(env.id, cam_ids, pacing, elapsed, final, timeline, received)
+    return _report(env.id, cam_ids, speed if pacing else 0.0, elapsed, final, timeline, received)
 
 
 def _point(status: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def _point(status: dict[str, Any]) -> dict[str, Any]:
 def _report(
     env_id: str,
     cams: list[str],
-    pacing: bool,
+    speed: float,
     elapsed: float,
     final: dict[str, Any],
     timeline: list[dict[str, Any]],
@@ -110,7 +111,7 @@ def _report(
     return {
         "environment": env_id,
         "cameras": cams,
-        "pacing": "1x" if pacing else "none",
+        "pacing": f"{speed:g}x" if speed > 0 else "none",
         "seconds": round(elapsed, 1),
         "global_frames_processed": processed,
         "global_frames_skipped": final["frames_skipped"],

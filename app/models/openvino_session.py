@@ -7,6 +7,7 @@ without native bfloat16 it infers in float32, like onnxruntime. ``precision`` fo
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,13 +46,18 @@ class OpenVinoSession:
                 raise ValueError("bf16 inference needs a CPU with native bfloat16 (AMX or AVX512-BF16)")
             config["INFERENCE_PRECISION_HINT"] = "bf16"
         self._compiled = core.compile_model(str(path), "CPU", config)
-        self._request = self._compiled.create_infer_request()
+        self._local = threading.local()
         self.input_name = self._compiled.inputs[0].get_any_name()
         hint = str(self._compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
         self.precision = "bf16" if "bf16" in hint or "bfloat16" in hint else "fp32"
         """What the CPU plugin actually computes in."""
 
     def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        result = self._request.infer(feeds)
+        """Thread-safe like onnxruntime's ``run``: each thread has its own infer request (one request cannot
+        serve two calls at once, and tasks share the detector from their own threads)."""
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        result = request.infer(feeds)
         by_name = {k.get_any_name(): v for k, v in result.items()}
         return [np.asarray(by_name[o]) for o in outputs]
