@@ -80,8 +80,8 @@ class Settings(BaseSettings):
     nanodet_runtime: Literal["auto", "onnxruntime", "openvino"] = "auto"
     """``auto``: OpenVINO when the ``openvino`` package is installed (it is a dependency), else onnxruntime."""
     nanodet_precision: Literal["auto", "fp32", "int8", "bf16"] = "auto"
-    """``auto``: bfloat16 on OpenVINO where the CPU computes it natively (AMX, AVX512-BF16), else the int8 model;
-    ``bf16`` needs OpenVINO. All keep detection accuracy within 0.3 points of fp32 (docs/performance.md)."""
+    """``auto``: bfloat16 on OpenVINO where the CPU computes it natively (AMX, AVX512-BF16), else fp32; ``int8``:
+    the quantised model; ``bf16`` needs OpenVINO. Speed and accuracy of each: docs/performance.md."""
     nanodet_tiles: Literal["auto", "1", "2"] = "auto"
     """``auto``: two overlapping tiles when the frame is wider than 4:3, else one."""
     nanodet_tile_overlap: float = 0.2
