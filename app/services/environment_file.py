@@ -48,7 +48,7 @@ class CameraFile(_Strict):
     @field_validator("id", mode="before")
     @classmethod
     def _id_as_text(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+        return _text(v)
 
     @field_validator("fps", "width", "height", mode="before")
     @classmethod
@@ -64,6 +64,11 @@ class EnvironmentFile(_Strict):
     cameras: Annotated[list[CameraFile], Field(min_length=1, max_length=256)]
     overlaps: list[tuple[str, str]] = []
 
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_text(cls, v: Any) -> Any:
+        return _text(v)
+
     @field_validator("overlaps", mode="before")
     @classmethod
     def _pairs(cls, v: Any) -> Any:
@@ -71,8 +76,13 @@ class EnvironmentFile(_Strict):
         if v is None:
             return []
         if isinstance(v, list):
-            return [p[:2] if isinstance(p, list | tuple) else p for p in v]
+            return [[_text(x) for x in p[:2]] if isinstance(p, list | tuple) else p for p in v]
         return v
+
+
+def _text(v: Any) -> Any:
+    """Ids written as numbers are ids all the same."""
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
 def errors(exc: ValidationError, raw: dict[str, Any], limit: int = 8) -> str:
