@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-import websockets
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from app.core.config import Settings
@@ -24,6 +23,7 @@ from app.core.jwt_auth import JwtVerifier
 from app.core.security import KeyConfigError, Role
 from tests.live_server import live_server
 from tests.test_e2e import make_clip
+from tests.ws_support import first_message_outcome as _ws
 
 ISSUER, AUDIENCE = "https://idp.example.test/", "spoton"
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -129,24 +129,10 @@ def test_websocket_first_message_takes_a_token(server: tuple[str, str]) -> None:
     base, task = server
     url = base.replace("http://", "ws://") + f"/ws/tracking/{task}"
 
-    async def first(msg: str) -> tuple[int | None, int]:
-        frames = 0
-        async with websockets.connect(url, compression=None, max_size=2**24) as ws:
-            await ws.send(msg)
-            try:
-                async for m in ws:
-                    if isinstance(m, bytes):
-                        frames += 1
-                        if frames >= 2:
-                            return None, frames
-            except websockets.ConnectionClosed:
-                pass
-            return ws.close_code, frames
-
-    ok = asyncio.run(asyncio.wait_for(first(json.dumps({"type": "auth", "token": token()})), 60))
+    ok = asyncio.run(asyncio.wait_for(_ws(url, json.dumps({"type": "auth", "token": token()})), 60))
     assert ok == (None, 2)
     expired = token({"exp": int(time.time()) - 3600})
-    assert asyncio.run(asyncio.wait_for(first(json.dumps({"type": "auth", "token": expired})), 30)) == (4401, 0)
+    assert asyncio.run(asyncio.wait_for(_ws(url, json.dumps({"type": "auth", "token": expired})), 30)) == (4401, 0)
 
 
 def test_a_pem_key_works_like_a_jwks_and_settings_are_checked(tmp_path: Path) -> None:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.config import Settings
 from tests.live_server import live_server
 from tests.test_e2e import make_clip
+from tests.ws_support import watch
 
 
 def _samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -26,16 +26,6 @@ def _samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
         for s in family.samples:
             out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
     return out
-
-
-async def _watch(url: str, frames: int) -> None:
-    async with websockets.connect(url, compression=None, max_size=2**24) as ws:
-        seen = 0
-        async for msg in ws:
-            if isinstance(msg, bytes):
-                seen += 1
-                if seen >= frames:
-                    return
 
 
 def test_metrics_expose_pipeline_websocket_history_and_live_state_figures(tmp_path: Path) -> None:
@@ -51,7 +41,7 @@ def test_metrics_expose_pipeline_websocket_history_and_live_state_figures(tmp_pa
         assert r.status_code == 202
         task = r.json()["task_id"]
         ws_url = base.replace("http://", "ws://") + f"/ws/tracking/{task}"
-        asyncio.run(asyncio.wait_for(_watch(ws_url, 12), timeout=120))
+        asyncio.run(asyncio.wait_for(watch(ws_url, 12), timeout=120))
         r = httpx.get(base + "/metrics")
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/plain")

@@ -19,6 +19,7 @@ from app.core.config import Settings
 from app.core.security import KeyConfigError, KeyStore, Role, digest
 from tests.live_server import live_server
 from tests.test_e2e import make_clip
+from tests.ws_support import first_message_outcome as _ws
 
 VIEWER, OPERATOR = "viewer-key-0123456789abcdef", "operator-key-0123456789abcdef"
 SCOPED = "scoped-key-0123456789abcdef0123"
@@ -95,27 +96,6 @@ def test_a_scoped_key_sees_only_its_environments(server: tuple[str, str]) -> Non
     )
     assert httpx.get(base + "/api/v1/analytics_data/unique_people", headers=h).status_code == 403
     assert httpx.get(base + "/metrics", headers=h).status_code == 403  # metrics span every environment
-
-
-async def _ws(url: str, first: str | None, origin: str | None = None) -> tuple[int | None, int]:
-    """Close code (None while still open after a frame) and binary frames received."""
-    frames = 0
-    headers = {"Origin": origin} if origin else None
-    try:
-        async with websockets.connect(url, compression=None, max_size=2**24, additional_headers=headers) as ws:
-            if first is not None:
-                await ws.send(first)
-            try:
-                async for msg in ws:
-                    if isinstance(msg, bytes):
-                        frames += 1
-                        if frames >= 2:
-                            return None, frames
-            except websockets.ConnectionClosed:
-                pass
-            return ws.close_code, frames
-    except websockets.InvalidStatus as exc:
-        return exc.response.status_code, frames
 
 
 def test_websocket_auth_is_the_first_message_and_foreign_pages_are_refused(server: tuple[str, str]) -> None:

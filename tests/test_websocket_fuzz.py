@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from app.core.config import Settings
 from tests.live_server import live_server
 from tests.test_e2e import make_clip
+from tests.ws_support import watch
 
 KEY = "viewer-and-more-0123456789abcdef"
 OPERATOR = "operator-key-0123456789abcdef0"
@@ -138,25 +139,13 @@ async def _abuse_after_auth(url: str) -> tuple[int, int | None]:
         return after, ws.close_code
 
 
-async def _watch(url: str, frames: int) -> int:
-    async with websockets.connect(url, compression=None, max_size=2**24) as ws:
-        await ws.send(json.dumps({"type": "auth", "token": KEY}))
-        got = 0
-        async for msg in ws:
-            if isinstance(msg, bytes):
-                got += 1
-                if got >= frames:
-                    break
-        return got
-
-
 def test_garbage_after_auth_is_ignored_and_an_oversized_message_only_closes_that_client(
     stream: tuple[str, str],
 ) -> None:
     base, url = stream
 
     async def both() -> tuple[tuple[int, int | None], int]:
-        bystander = asyncio.create_task(_watch(url, 12))
+        bystander = asyncio.create_task(watch(url, 12, KEY))
         abused = await _abuse_after_auth(url)
         return abused, await bystander
 
@@ -164,7 +153,7 @@ def test_garbage_after_auth_is_ignored_and_an_oversized_message_only_closes_that
     assert after >= 4 and code == 1009
     assert seen == 12  # a well-behaved client of the same task streamed on
     assert httpx.get(base + "/health").status_code == 200
-    assert _run(_watch(url, 2)) == 2  # and new clients still can
+    assert _run(watch(url, 2, KEY)) == 2  # and new clients still can
 
 
 def test_an_unknown_task_and_a_silent_client_are_closed(stream: tuple[str, str]) -> None:
