@@ -15,9 +15,11 @@ person re-identification training was done: it is a generic appearance cue (clot
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -197,8 +199,6 @@ class OnnxFeatures:
 
     def __init__(self, model: EfficientNetLite0, weights: Path, input_hw: tuple[int, int], cache_dir: Path,
                  threads: int = 1) -> None:  # fmt: skip
-        import hashlib
-
         from app.models.onnx_session import cpu_session
 
         h, w = input_hw
@@ -207,8 +207,6 @@ class OnnxFeatures:
         if not path.is_file():
             cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            import warnings
-
             with warnings.catch_warnings(), torch.inference_mode():
                 warnings.simplefilter("ignore")  # tracer notes about the fixed-size padding, expected here
                 torch.onnx.export(

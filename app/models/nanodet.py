@@ -147,25 +147,28 @@ class NanoDetDetector:
         self.tiles: TileMode = tiles
         self.tile_overlap = float(tile_overlap)
 
-        ort_session = cpu_session(path, threads)  # also checks the file's inputs and outputs
-        self._input = ort_session.get_inputs()[0].name
-        batch_dim = ort_session.get_inputs()[0].shape[0]
-        self._dynamic_batch = not isinstance(batch_dim, int)
-        self._outputs = [f"cls_s{s}" for s in STRIDES] + [f"dist_s{s}" for s in STRIDES]
-        missing = set(self._outputs) - {o.name for o in ort_session.get_outputs()}
-        if missing:
-            raise ValueError(f"{path} lacks outputs {sorted(missing)}; convert it with scripts/convert_nanodet.py")
-        self._session: Any = ort_session
         self.runtime: Runtime = runtime
+        self._session: Any
         if runtime == "openvino":
             from app.models.openvino_session import OpenVinoSession
 
-            ov_session = OpenVinoSession(path, threads, "fp32" if precision == "fp32" else "bf16" if
-                                         precision == "bf16" else "auto")  # fmt: skip
-            self._session = ov_session
+            ov_session = OpenVinoSession(path, threads, "auto" if precision == "int8" else precision)
             if precision != "int8":
                 precision = "bf16" if ov_session.precision == "bf16" else "fp32"
-            del ort_session
+            self._session = ov_session
+            self._input = ov_session.input_name
+            self._dynamic_batch = ov_session.dynamic_batch
+            outputs = ov_session.output_names
+        else:
+            ort_session = cpu_session(path, threads)
+            self._session = ort_session
+            self._input = ort_session.get_inputs()[0].name
+            self._dynamic_batch = not isinstance(ort_session.get_inputs()[0].shape[0], int)
+            outputs = {o.name for o in ort_session.get_outputs()}
+        self._outputs = [f"cls_s{s}" for s in STRIDES] + [f"dist_s{s}" for s in STRIDES]
+        missing = set(self._outputs) - outputs
+        if missing:
+            raise ValueError(f"{path} lacks outputs {sorted(missing)}; convert it with scripts/convert_nanodet.py")
         self._centers = _centers()
         self._bins = np.arange(REG_MAX + 1, dtype=np.float32)
         # what a padded (black) pixel becomes after normalisation

@@ -7,6 +7,7 @@ without native bfloat16 it infers in float32, like onnxruntime. ``precision`` fo
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ import numpy as np
 OvPrecision = Literal["auto", "fp32", "bf16"]
 
 
+@functools.cache
 def openvino_available() -> bool:
     try:
         import openvino  # noqa: F401
@@ -24,6 +26,7 @@ def openvino_available() -> bool:
     return True
 
 
+@functools.cache
 def native_bf16() -> bool:
     """Whether the CPU computes bfloat16 natively (OpenVINO's ``BF16`` capability: AMX or AVX512-BF16)."""
     import openvino as ov
@@ -47,7 +50,10 @@ class OpenVinoSession:
             config["INFERENCE_PRECISION_HINT"] = "bf16"
         self._compiled = core.compile_model(str(path), "CPU", config)
         self._local = threading.local()
-        self.input_name = self._compiled.inputs[0].get_any_name()
+        first = self._compiled.inputs[0]
+        self.input_name = first.get_any_name()
+        self.dynamic_batch = first.get_partial_shape()[0].is_dynamic
+        self.output_names = {name for o in self._compiled.outputs for name in o.get_names()}
         hint = str(self._compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
         self.precision = "bf16" if "bf16" in hint or "bfloat16" in hint else "fp32"
         """What the CPU plugin actually computes in."""

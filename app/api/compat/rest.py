@@ -8,11 +8,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict
 
 from app.api.compat.aliases import DISPLAY, AliasTable, EnvironmentAlias
-from app.api.deps import AppContext, get_context
+from app.api.deps import AppContext, find_task, get_context
 from app.api.v1.schemas import ErrorResponse
 from app.services.processing_task import TaskState, TaskStatus
-from app.services.task_manager import UnknownTaskError
-from app.stores.live_state import LiveStateUnavailableError
 
 router = APIRouter(prefix="/api/v1", tags=["frontend compatibility"])
 Ctx = Annotated[AppContext, Depends(get_context)]
@@ -56,15 +54,6 @@ def _task_out(t: TaskState, aliases: AliasTable) -> dict[str, Any]:
     }
 
 
-async def _find(ctx: AppContext, task_id: str) -> TaskState:
-    try:
-        return await ctx.tasks.find(task_id)
-    except UnknownTaskError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"processing task '{task_id}' not found") from None
-    except LiveStateUnavailableError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
-
-
 @router.get("/detection-processing-tasks/environments")
 async def environments(ctx: Ctx, aliases: Aliases) -> dict[str, Any]:
     out = []
@@ -105,7 +94,7 @@ async def start(body: LegacyStartRequest, ctx: Ctx, aliases: Aliases) -> dict[st
 
 @router.get("/detection-processing-tasks/{task_id}/status", responses={404: {"model": ErrorResponse}})
 async def task_status(task_id: str, ctx: Ctx, aliases: Aliases) -> dict[str, Any]:
-    return _task_out(await _find(ctx, task_id), aliases)
+    return _task_out(await find_task(ctx, task_id), aliases)
 
 
 @router.delete("/detection-processing-tasks/environment/{environment_id}/cleanup")
@@ -122,7 +111,7 @@ async def cleanup(environment_id: str, ctx: Ctx, aliases: Aliases) -> dict[str, 
 
 @router.get("/controls/{task_id}/status", responses={404: {"model": ErrorResponse}})
 async def playback_status(task_id: str, ctx: Ctx) -> dict[str, Any]:
-    t = await _find(ctx, task_id)
+    t = await find_task(ctx, task_id)
     return {
         "task_id": task_id,
         "state": "playing" if t.status not in ENDED else "stopped",

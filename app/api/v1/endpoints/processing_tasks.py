@@ -11,11 +11,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 
 from app.api.auth import Operator, Viewer, check_scope
-from app.api.deps import AppContext, get_context
+from app.api.deps import AppContext, find_task, get_context
 from app.api.v1.schemas import ErrorResponse, StartTaskRequest, StartTaskResponse, TaskStatusResponse
 from app.services.processing_task import TaskState
-from app.services.task_manager import UnknownCameraError, UnknownEnvironmentError, UnknownTaskError
-from app.stores.live_state import LiveStateUnavailableError
+from app.services.task_manager import UnknownCameraError, UnknownEnvironmentError
 
 router = APIRouter(prefix="/processing-tasks", tags=["processing-tasks"])
 Ctx = Annotated[AppContext, Depends(get_context)]
@@ -54,15 +53,6 @@ def to_status(t: TaskState) -> TaskStatusResponse:
 
 def _not_found(task_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"processing task '{task_id}' not found")
-
-
-async def _find(ctx: AppContext, task_id: str) -> TaskState:
-    try:
-        return await ctx.tasks.find(task_id)
-    except UnknownTaskError:
-        raise _not_found(task_id) from None
-    except LiveStateUnavailableError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
 
 
 @router.post(
@@ -105,16 +95,16 @@ async def start_task(body: StartTaskRequest, request: Request, ctx: Ctx, who: Op
 
 @router.get("/{task_id}/status", response_model=TaskStatusResponse, responses=STATUS_ERRORS)
 async def task_status(task_id: str, ctx: Ctx, who: Viewer) -> TaskStatusResponse:
-    task = await _find(ctx, task_id)
+    task = await find_task(ctx, task_id)
     check_scope(who, task.environment_id)
     return to_status(task)
 
 
 @router.post("/{task_id}/stop", response_model=TaskStatusResponse, responses=STOP_ERRORS)
 async def stop_task(task_id: str, ctx: Ctx, who: Operator) -> TaskStatusResponse:
-    check_scope(who, (await _find(ctx, task_id)).environment_id)
+    check_scope(who, (await find_task(ctx, task_id)).environment_id)
     if not ctx.tasks.is_local(task_id):
-        await _find(ctx, task_id)
+        await find_task(ctx, task_id)
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"processing task '{task_id}' runs in another server process: stop it there"
         )

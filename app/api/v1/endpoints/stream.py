@@ -24,14 +24,12 @@ from pydantic import BaseModel
 from app.api.auth import Viewer, check_scope, current_principal, keystore
 from app.api.compat.aliases import Letterbox
 from app.api.compat.legacy_ws import letterboxes_for
-from app.api.deps import AppContext, get_context
+from app.api.deps import AppContext, find_task, get_context
 from app.api.v1.schemas import ErrorResponse
 from app.api.websockets import find_stream
 from app.core.security import Principal, Role
 from app.services.notifications import ClientOutbox
 from app.services.overlay import draw_tracks, pad_jpeg
-from app.services.task_manager import UnknownTaskError
-from app.stores.live_state import LiveStateUnavailableError
 from app.utils.wire import FrameHeaderError, unpack_frame
 
 log = logging.getLogger(__name__)
@@ -66,12 +64,7 @@ async def mjpeg(
     key: Annotated[str | None, Query(max_length=200, description="signed URL: the key's name")] = None,
 ) -> StreamingResponse:
     who = await _stream_principal(request, exp, sig, key)
-    try:
-        task = await ctx.tasks.find(task_id)
-    except UnknownTaskError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"processing task '{task_id}' not found") from None
-    except LiveStateUnavailableError:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "live state store unreachable") from None
+    task = await find_task(ctx, task_id)
     check_scope(who, task.environment_id)
     letterbox: Letterbox | None = None
     if camera_id not in task.camera_ids and ctx.settings.frontend_compat:
@@ -119,12 +112,7 @@ async def signed_url(task_id: str, camera_id: str, request: Request, who: Viewer
     """A short-lived URL of this camera's MJPEG that needs no header (for ``<img>`` tags)."""
     store = keystore(request)
     if who.environments is not None:  # scoped: only for tasks it may watch (the URL carries no scope)
-        try:
-            check_scope(who, (await ctx.tasks.find(task_id)).environment_id)
-        except UnknownTaskError:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"processing task '{task_id}' not found") from None
-        except LiveStateUnavailableError:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "live state store unreachable") from None
+        check_scope(who, (await find_task(ctx, task_id)).environment_id)
     path = request.url.path.removesuffix("/url")
     if not store.enabled:
         return SignedUrl(url=path, expires_at=0)
