@@ -359,6 +359,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_derive_narrow_views(args: argparse.Namespace) -> int:
+    """A re-entry test set: every camera of a labelled dataset keeps part of its width (`narrow_views`)."""
+    from app.evaluation.narrow_views import derive
+    from app.evaluation.tracking_eval import DatasetError
+
+    setup_logging("WARNING")
+    try:
+        p = derive(
+            Path(args.source),
+            Path(args.out),
+            keep=args.keep,
+            force=args.force,
+            on_camera=lambda cid: print(f"cropping {cid}", file=sys.stderr, flush=True),
+        )
+    except (DatasetError, OSError, ValueError) as exc:
+        print(f"spoton derive-narrow-views: {exc}", file=sys.stderr)
+        return 2
+    sides = " ".join(f"{c}={s}[{w.x0}:{w.x1}]" for (c, s), w in zip(p.sides.items(), p.windows.values(), strict=True))
+    print(f"{args.out}: {sides}; {p.reentries} re-entries of {p.people} people, {p.boxes} boxes")
+    return 0
+
+
 def _eval_recorded(
     directory: Path, settings: Settings, record_to: str | None, replay_from: str | None, max_frames: int | None
 ) -> Any:
@@ -516,6 +538,15 @@ def main(argv: list[str] | None = None) -> int:
     te.add_argument("--record", metavar="FILE", help="also save the identity layer's inputs (for --replay)")
     te.add_argument("--replay", metavar="FILE", help="re-run only the identity layer over a --record file")
     te.set_defaults(fn=cmd_eval)
+
+    nv = sub.add_parser(
+        "derive-narrow-views", help="a re-entry test set: each camera of a labelled dataset keeps part of its width"
+    )
+    nv.add_argument("source", metavar="DATASET_DIR")
+    nv.add_argument("out", metavar="OUT_DIR")
+    nv.add_argument("--keep", type=float, default=0.5, help="share of each image's width a camera keeps (0.5)")
+    nv.add_argument("--force", action="store_true", help="replace OUT_DIR")
+    nv.set_defaults(fn=cmd_derive_narrow_views)
 
     from app.stores.history.cli import add_db_parser
 

@@ -165,17 +165,18 @@ class Settings(BaseSettings):
     was seen continues it, after that only appearance (``reid_match_threshold``) can bring it back."""
     reid_camera_centring: bool = True
     """Compare appearance with each camera's running mean descriptor removed (its colour rendering)."""
-    reid_reentry: bool = False
-    """Link a new identity to one seen before when the evidence says so (people who leave and come back). Off by
-    default: on the dev sets every link it made joined two different people (docs/accuracy.md)."""
-    reid_reentry_window_s: Annotated[float, Field(gt=0)] = 4.0
+    reid_reentry: bool = True
+    """Link a new identity to one seen before when the evidence says so (people who leave every view and come
+    back; `app.services.identity.reentry`; measured in docs/accuracy.md)."""
+    reid_reentry_window_s: Annotated[float, Field(gt=0)] = 6.0
     """How long after appearing a new identity may still be linked to an earlier one."""
-    reid_reentry_quantile: Annotated[float, Field(ge=0.5, lt=1.0)] = 0.95
-    """A link's similarity must exceed this share of the scene's different-person pairs (calibrated online)."""
-    reid_reentry_margin: Annotated[float, Field(ge=0.0)] = 0.05
-    """A link must beat the second-best earlier identity by this much."""
-    reid_reentry_near_max_gap_s: Annotated[float, Field(ge=0.0)] = 10.0
-    """Near re-appearance (walking pace, no other candidate) links over gaps up to this; 0: off."""
+    reid_reentry_max_gap_s: Annotated[float, Field(gt=0)] = 60.0
+    """Longest time out of every view a link may bridge (identities are forgotten after
+    ``reid_identity_ttl_s`` anyway)."""
+    reid_reentry_link_log_odds: float = 1.5
+    """Evidence a link needs: log-likelihood ratio of position-after-the-gap plus looks (1.5 ≈ 4.5 : 1)."""
+    reid_reentry_margin: Annotated[float, Field(ge=0.0)] = 1.0
+    """A link must lead the runner-up on either side by this many log-odds."""
     reid_gallery_min_quality: float = 0.5
     """Appearance is learnt only from detections at least this confident (and not overlapped)."""
     reid_event_log_size: int = 1000

@@ -88,7 +88,7 @@ def replay(log: ObservationLog, dataset: Dataset, settings: Settings) -> Pipelin
     """The identity layer alone over a recorded log, with ``settings``' identity options."""
     from app.services.reid import IdentityRegistry, Observation
 
-    name = "efficientnet_lite0" if settings.embedder == "auto" else settings.embedder
+    name = "fused" if settings.embedder == "auto" else settings.embedder  # what build_embedder makes of auto
     describe = _descriptor_of(log, name, settings.embedder_colour_weight)
     dim = next((len(v) for f in log.frames for t in f.tracks if (v := describe(t)) is not None), 1)
     registry = IdentityRegistry.from_settings(settings, dim, dataset.env)

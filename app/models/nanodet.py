@@ -41,18 +41,19 @@ Runtime = Literal["onnxruntime", "openvino"]
 
 def resolve_runtime(runtime: str, precision: str) -> tuple[Runtime, Precision]:
     """What ``auto`` means on this machine (measured in docs/performance.md): OpenVINO in bfloat16 where the CPU
-    has it natively (about 4× fp32, detection within 0.3 points); else fp32 on onnxruntime, because the int8
-    model, though as accurate per box, moved global identity scores by up to 3.7 points."""
-    from app.models.openvino_session import native_bf16, openvino_available
+    has AMX (about 4× fp32, detection and identity scores as fp32's); else fp32 on onnxruntime — the int8 model,
+    though as accurate per box, moved global identity scores by up to 3.7 points, and bfloat16 without AMX
+    (AVX512-BF16 alone) by 5.4."""
+    from app.models.openvino_session import amx, native_bf16, openvino_available
 
     ov = openvino_available()
     if runtime == "auto":
-        bf16 = precision == "bf16" or (precision == "auto" and ov and native_bf16())
+        bf16 = precision == "bf16" or (precision == "auto" and ov and native_bf16() and amx())
         runtime = "openvino" if bf16 else "onnxruntime"
     if runtime == "openvino" and not ov:
         raise ValueError("SPOTON_NANODET_RUNTIME=openvino needs the openvino package (pip install openvino)")
     if precision == "auto":
-        precision = "bf16" if runtime == "openvino" and native_bf16() else "fp32"
+        precision = "bf16" if runtime == "openvino" and native_bf16() and amx() else "fp32"
     return cast(Runtime, runtime), cast(Precision, precision)
 
 

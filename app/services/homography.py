@@ -75,3 +75,22 @@ def ground_footprint(
     pts[:, 0] = np.clip(pts[:, 0], x0, x1)
     pts[:, 1] = np.clip(pts[:, 1], y0, y1)
     return [(round(float(x), 3), round(float(y), 3)) for x, y in pts]
+
+
+def seen_ground_area_m2(environment: EnvironmentSpec, cell_m: float = 0.25) -> float:
+    """Area in m² of the map that at least one camera sees (the union of the footprints, rasterised): where a
+    person can appear at all, so one over it is the chance density of "anyone" turning up at a spot."""
+    import cv2
+
+    m = environment.map
+    (ox, oy), w, h = m.origin_m, m.width_m, m.height_m
+    cols, rows = max(1, int(np.ceil(w / cell_m))), max(1, int(np.ceil(h / cell_m)))
+    if cols * rows > 16_000_000:  # a huge map: coarser cells
+        return seen_ground_area_m2(environment, cell_m * 2)
+    grid = np.zeros((rows, cols), np.uint8)
+    for cid, cam in environment.cameras.items():
+        poly = ground_footprint(environment.image_to_metres(cid), cam.width, cam.height, (ox, oy, ox + w, oy + h))
+        if len(poly) >= 3:
+            px = np.round((np.asarray(poly) - (ox, oy)) / cell_m).astype(np.int32)
+            cv2.fillPoly(grid, [px], 1)
+    return float(grid.sum()) * cell_m * cell_m

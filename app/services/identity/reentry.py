@@ -1,57 +1,76 @@
 """Re-entry: a person who left every view and comes back gets their old global id, when the evidence says so.
 
-A new identity starts *tentative*. For ``window_s`` after it appears it may still turn out to be someone seen
-before: once it has ``min_samples`` appearance samples, its mean appearance is compared with that of every
-identity that was already gone when it appeared (a person cannot be in two places at once) and that could have
-walked from where they vanished to where it appeared. It is linked to the best of them only when
+A new identity starts *tentative*: for ``window_s`` after it appears it may still turn out to be someone seen
+before. Every frame, each tentative identity is weighed against every identity that was already gone when it
+appeared (nobody is in two places at once) with two independent pieces of evidence, each a log-likelihood ratio
+"the same person" vs "someone else":
 
-* the similarity is above what *different* people score in this scene — the ``quantile`` of the similarities
-  of identities seen at the same time in different places, collected while the task runs (calibrated online,
-  per task; no fixed threshold tuned to one data set), and never below ``floor``;
-* and it beats the runner-up by ``margin`` (a choice between look-alikes is not made on noise).
+* **Where and when** (`MotionEvidence`): where the gone person would be now had they walked on at their exit
+  velocity, with an uncertainty that grows with the time out of sight (turns, stops), against the chance that
+  anyone else appears at that spot — one over the ground the cameras see. Short gaps along a straight walk are
+  decisive; after long gaps position says little and the ratio falls below zero.
+* **Looks** (`AppearanceEvidence`): the similarity of the two identities' appearance means, scored against two
+  distributions learnt from the running task itself, without labels — *different* people: identities seen at
+  the same moment in different places; *the same* person: one identity's means from two different cameras (the
+  view change a re-entry brings). Until both have enough pairs appearance counts for nothing; its ratio is
+  clipped so that a weak descriptor can never decide alone.
 
-Otherwise it stays a new person: the "new person" outcome is explicit, never forced. A link happens seconds
-after the person reappeared, so the first few frames went out under the tentative id; the link is reported as
-an identity ``merged`` event, and history analytics count the person once.
+The pairs are assigned one-to-one, best first. A tentative identity is linked when its total log-odds reaches
+``link_log_odds`` and leads both its own runner-up and the gone identity's other suitors by ``margin``;
+otherwise it stays, explicitly, a new person (at ``window_s`` the question is closed). A link is reported as an
+identity ``merged`` event with its log-odds as score (the first frames went out under the tentative id; history
+analytics count the person once).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import math
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from app.models.base import FloatArray
 
+XY = tuple[float, float]
+BIRTH_PRIOR = 5.0
+
 
 @dataclass(slots=True, frozen=True)
 class ReentryConfig:
-    window_s: float = 4.0
+    """Defaults and the evidence behind them: docs/accuracy.md ("Identity over time")."""
+
+    window_s: float = 6.0
     """How long after appearing a new identity may still be linked to an earlier one."""
+    max_gap_s: float = 60.0
+    """Longest time out of every view that a link may bridge."""
+    link_log_odds: float = 1.5
+    """Total evidence (natural-log likelihood ratio) a link needs: about 4.5 : 1 for "the same person"."""
+    margin: float = 1.0
+    """Lead in log-odds over the runner-up on either side (no choice between near-equals)."""
+    position_sigma_m: float = 0.7
+    """Spread of a foot point right after the gap: box noise and the exit velocity's error."""
+    spread_mps: float = 0.5
+    """Growth of that spread per second out of sight (people slow down, turn, stop)."""
+    max_walk_mps: float = 2.0
+    """Exit speeds are clipped to this before extrapolating (a run is not extrapolated for 10 s)."""
+    scene_area_m2: float = 300.0
+    """Ground where someone else could appear (the product derives it from the cameras' footprints)."""
+    birth_radius_m: float = 2.0
+    """Neighbourhood over which the density of where people appear is counted (0: uniform background)."""
     min_samples: int = 3
-    """Appearance samples a new identity needs before it is compared."""
-    quantile: float = 0.95
-    """Share of different-person pairs of this scene that a link's similarity must exceed."""
-    floor: float = 0.2
-    """Lowest similarity (of camera-centred appearance means) that can ever link."""
-    margin: float = 0.05
-    """Lead over the second-best candidate."""
-    min_negatives: int = 20
-    """Different-person pairs needed before any link (no calibration, no link)."""
-    max_negatives: int = 2000
-    near_speed_mps: float = 1.5
-    """Near re-appearance: a typical walking speed (not the fastest plausible one) ..."""
-    near_max_gap_s: float = 10.0
-    """... over at most this gap: someone who vanished (occlusion, missed detections) and shows up again where
-    they could have walked at that pace, with no one else who could, continues — unless appearance says the two
-    are less alike than the scene's typical different-person pair."""
+    """Appearance samples a side needs before its looks are compared."""
+    min_pairs: int = 8
+    """Pairs each calibration distribution needs before appearance counts."""
+    max_pairs: int = 2000
+    appearance_clip: float = 3.0
+    """Most log-odds appearance may add or remove."""
 
     def __post_init__(self) -> None:
-        if not 0.5 <= self.quantile < 1.0:
-            raise ValueError("reentry quantile must be in [0.5, 1)")
-        if self.window_s <= 0 or self.min_samples < 1 or self.min_negatives < 1 or self.max_negatives < 1:
-            raise ValueError("reentry window, samples and negative counts must be positive")
+        if self.window_s <= 0 or self.max_gap_s <= 0 or self.min_samples < 1 or self.min_pairs < 2:
+            raise ValueError("reentry window, gap, samples and pair counts must be positive")
+        if self.position_sigma_m <= 0 or self.spread_mps < 0 or self.scene_area_m2 <= 0 or self.margin < 0:
+            raise ValueError("reentry sigma and scene area must be > 0, spread and margin >= 0")
 
 
 class AppearanceMean:
@@ -81,16 +100,31 @@ class AppearanceMean:
         return self.total / norm if norm > 1e-9 else None
 
 
-class DifferentPeopleSimilarities:
-    """Similarities of identities seen at the same time in different places — pairs that are certainly two
-    people — one value per pair (its latest), the newest ``capacity`` pairs kept."""
+class PairSimilarities:
+    """Similarities of labelled pairs (one value per pair key, its latest), the newest ``capacity`` kept."""
 
     def __init__(self, capacity: int = 2000) -> None:
         self.capacity = capacity
-        self._pairs: OrderedDict[tuple[int, int], float] = OrderedDict()
+        self._pairs: OrderedDict[tuple[object, ...], float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._pairs)
+
+    def put(self, key: tuple[object, ...], sim: float) -> None:
+        self._pairs[key] = sim
+        self._pairs.move_to_end(key)
+        while len(self._pairs) > self.capacity:
+            self._pairs.popitem(last=False)
+
+    def values(self) -> np.ndarray:
+        return np.fromiter(self._pairs.values(), np.float64, len(self._pairs))
+
+    def quantile(self, q: float) -> float:
+        return float(np.quantile(self.values(), q))
+
+
+class DifferentPeopleSimilarities(PairSimilarities):
+    """Identities seen at the same time in different places are certainly two people."""
 
     def observe(self, means: dict[int, np.ndarray]) -> None:
         """``means``: unit appearance means of identities seen now, each in its own place."""
@@ -101,46 +135,148 @@ class DifferentPeopleSimilarities:
         sims = m @ m.T
         for i in range(len(gids)):
             for j in range(i + 1, len(gids)):
-                key = (gids[i], gids[j])
-                self._pairs[key] = float(sims[i, j])
-                self._pairs.move_to_end(key)
-        while len(self._pairs) > self.capacity:
-            self._pairs.popitem(last=False)
+                self.put((gids[i], gids[j]), float(sims[i, j]))
 
-    def quantile(self, q: float) -> float:
-        return float(np.quantile(np.fromiter(self._pairs.values(), np.float64), q))
+
+class AppearanceEvidence:
+    """Log-likelihood ratio of a similarity under "same person" vs "different people", both learnt online.
+
+    Each side is a normal fit of its pairs with a pooled spread (a linear ratio: monotone in the similarity, no
+    artefacts in the tails), clipped to ``± clip``. Zero until both sides have ``min_pairs`` pairs, and zero when
+    the scene shows no separation (same-person pairs no more alike than different ones)."""
+
+    def __init__(self, cfg: ReentryConfig) -> None:
+        self.cfg = cfg
+        self.same = PairSimilarities(cfg.max_pairs)
+        self.different = DifferentPeopleSimilarities(cfg.max_pairs)
+        self._fit: tuple[float, float, float] | None = None
+        self._fit_at = (-1, -1)
+
+    @property
+    def calibrated(self) -> bool:
+        return len(self.same) >= self.cfg.min_pairs and len(self.different) >= self.cfg.min_pairs
+
+    def _params(self) -> tuple[float, float, float] | None:
+        sizes = (len(self.same), len(self.different))
+        if sizes != self._fit_at:
+            self._fit_at = sizes
+            self._fit = None
+            if self.calibrated:
+                s, d = self.same.values(), self.different.values()
+                var = (s.var() * (len(s) - 1) + d.var() * (len(d) - 1)) / max(1, len(s) + len(d) - 2)
+                if s.mean() > d.mean() and var > 0:
+                    self._fit = (float(s.mean()), float(d.mean()), float(max(var, 1e-4)))
+        return self._fit
+
+    def log_odds(self, sim: float) -> float:
+        p = self._params()
+        if p is None:
+            return 0.0
+        mu_s, mu_d, var = p
+        llr = (mu_s - mu_d) / var * (sim - 0.5 * (mu_s + mu_d))
+        return float(np.clip(llr, -self.cfg.appearance_clip, self.cfg.appearance_clip))
+
+
+@dataclass(slots=True, frozen=True)
+class Exit:
+    """Where and how a person left: last map position, its time, and walking velocity then (m/s)."""
+
+    xy: XY
+    t: float
+    velocity: XY | None
+
+
+class MotionEvidence:
+    """Log-likelihood ratio of a re-appearance at ``xy`` after ``gap`` s under "the person who left" (walked on at
+    their exit velocity, 2-D normal spread ``sigma + spread × gap``) vs "anyone else": the density of where new
+    identities have appeared in this task so far (`births`: people enter where paths cross the edges of the views,
+    so a spot where many appear is weak evidence), never below uniform over the seen ground. None when even the
+    fastest walk (``max_speed_mps``) could not have got there."""
+
+    def __init__(self, cfg: ReentryConfig, max_speed_mps: float, max_map_distance_m: float) -> None:
+        self.cfg = cfg
+        self.max_speed_mps = max_speed_mps
+        self.max_map_distance_m = max_map_distance_m
+        self.births: deque[XY] = deque(maxlen=cfg.max_pairs)
+
+    def born(self, xy: XY) -> None:
+        """A new identity first appeared at ``xy``."""
+        self.births.append(xy)
+
+    def background(self, xy: XY, exclude: int = 1) -> float:
+        """Chance density (1/m²) of someone appearing at ``xy`` (``exclude``: the newcomer's own birth)."""
+        uniform = 1.0 / self.cfg.scene_area_m2
+        r = self.cfg.birth_radius_m
+        if r <= 0 or not self.births:
+            return uniform
+        disc = math.pi * r * r
+        near = max(0, sum(1 for b in self.births if (b[0] - xy[0]) ** 2 + (b[1] - xy[1]) ** 2 <= r * r) - exclude)
+        n = max(0, len(self.births) - exclude)
+        prior = BIRTH_PRIOR  # pseudo-births spread uniformly: few births say little
+        return max(uniform, (near + prior * disc * uniform) / ((n + prior) * disc))
+
+    def log_odds(self, exit_: Exit, xy: XY, t: float) -> float | None:
+        cfg = self.cfg
+        gap = t - exit_.t
+        if gap < 0 or gap > cfg.max_gap_s:
+            return None
+        if math.dist(exit_.xy, xy) > self.max_map_distance_m + self.max_speed_mps * gap:
+            return None
+        miss = math.dist(_walk(exit_.xy, exit_.velocity, gap, cfg.max_walk_mps), xy)
+        sigma = cfg.position_sigma_m + cfg.spread_mps * gap
+        if exit_.velocity is None:
+            sigma += cfg.max_walk_mps * 0.5 * gap  # direction unknown: a wider disc
+        log_density = -math.log(2 * math.pi * sigma * sigma) - miss * miss / (2 * sigma * sigma)
+        return log_density - math.log(self.background(xy))
+
+
+def _walk(xy: XY, velocity: XY | None, dt: float, max_mps: float) -> XY:
+    vx, vy = velocity or (0.0, 0.0)
+    speed = math.hypot(vx, vy)
+    if speed > max_mps:
+        vx, vy = vx * max_mps / speed, vy * max_mps / speed
+    return (xy[0] + vx * dt, xy[1] + vy * dt)
+
+
+def walking_velocity(track: deque[tuple[float, float, float]], min_span_s: float = 0.5) -> XY | None:
+    """Least-squares velocity (m/s) over recent ``(t, x, y)`` positions; None over less than ``min_span_s``."""
+    if len(track) < 3 or track[-1][0] - track[0][0] < min_span_s:
+        return None
+    a = np.asarray(track, np.float64)
+    t = a[:, 0] - a[:, 0].mean()
+    denom = float(t @ t)
+    if denom <= 0:
+        return None
+    return (float(t @ (a[:, 1] - a[:, 1].mean()) / denom), float(t @ (a[:, 2] - a[:, 2].mean()) / denom))
 
 
 @dataclass(slots=True, frozen=True)
 class LinkDecision:
-    candidate: int | None
-    """The earlier identity to link to; None: a new person."""
+    tentative: int
+    candidate: int
+    """The earlier identity to link to."""
     score: float
-    threshold: float
+    """Total log-odds of the link."""
 
 
-def decide(
-    query: np.ndarray,
-    candidates: dict[int, np.ndarray],
-    negatives: DifferentPeopleSimilarities,
-    cfg: ReentryConfig,
-    near: set[int] | None = None,
-) -> LinkDecision | None:
-    """Link decision for a tentative identity's mean appearance; None while it cannot be decided yet
-    (no candidate, or the scene has not shown enough different-person pairs to calibrate). ``near``: the
-    candidates within near re-appearance reach (see `ReentryConfig.near_speed_mps`)."""
-    if not candidates or len(negatives) < cfg.min_negatives:
-        return None
-    if near is not None and len(near) == 1:
-        (gid,) = near
-        sim = float(query @ candidates[gid])
-        typical = negatives.quantile(0.5)
-        if sim >= typical:
-            return LinkDecision(gid, sim, typical)
-    threshold = max(cfg.floor, negatives.quantile(cfg.quantile))
-    ranked = sorted(((float(query @ v), gid) for gid, v in candidates.items()), reverse=True)
-    best, gid = ranked[0]
-    second = ranked[1][0] if len(ranked) > 1 else -1.0
-    if best >= threshold and best - second >= cfg.margin:
-        return LinkDecision(gid, best, threshold)
-    return LinkDecision(None, best, threshold)
+def assign_links(scores: dict[tuple[int, int], float], cfg: ReentryConfig) -> list[LinkDecision]:
+    """One-to-one links from ``(tentative, gone) → log-odds``, best first: a pair is linked when it reaches
+    ``link_log_odds`` and leads every other option of both its members by ``margin``."""
+    rows: dict[int, list[float]] = {}
+    cols: dict[int, list[float]] = {}
+    for (n, g), s in scores.items():
+        rows.setdefault(n, []).append(s)
+        cols.setdefault(g, []).append(s)
+    out: list[LinkDecision] = []
+    used_n: set[int] = set()
+    used_g: set[int] = set()
+    for (n, g), s in sorted(scores.items(), key=lambda kv: -kv[1]):
+        if s < cfg.link_log_odds or n in used_n or g in used_g:
+            continue
+        rival = max(sorted(rows[n])[-2:-1] + sorted(cols[g])[-2:-1], default=-math.inf)
+        if s - rival < cfg.margin:
+            continue
+        out.append(LinkDecision(n, g, s))
+        used_n.add(n)
+        used_g.add(g)
+    return out

@@ -21,7 +21,7 @@ Every decision that matters to a person-level consumer is an `IdentityEvent` in 
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -32,7 +32,15 @@ from app.services.identity.assignment import assign_max
 from app.services.identity.events import IdentityEvent, IdentityEventKind, IdentityEventLog
 from app.services.identity.gallery import AppearanceGallery, FaissGallery
 from app.services.identity.geometry import XY, GeometryConfig, GeometryGate
-from app.services.identity.reentry import AppearanceMean, DifferentPeopleSimilarities, ReentryConfig, decide
+from app.services.identity.reentry import (
+    AppearanceEvidence,
+    AppearanceMean,
+    Exit,
+    MotionEvidence,
+    ReentryConfig,
+    assign_links,
+    walking_velocity,
+)
 from app.services.identity.scene_adaptation import CameraCentring
 
 if TYPE_CHECKING:
@@ -41,6 +49,12 @@ if TYPE_CHECKING:
 
 TrackKey = tuple[str, int]
 
+TRAIL_S = 1.5
+"""Recent positions kept per identity, for its walking velocity when it leaves."""
+WAIT_FOR_LOOKS = False
+EARLY_SAMPLES = 4
+LATER_S = 4.0
+"""An identity's first `EARLY_SAMPLES` looks against those from `LATER_S` on: a same-person pair over time."""
 TRACK_FORGET_S = 10.0
 """A track unseen this long is gone (trackers drop lost tracks after about a second)."""
 OCCLUSION_OVERLAP = 0.3
@@ -109,9 +123,9 @@ class ReIdConfig:
             camera_centring=s.reid_camera_centring,
             reentry=ReentryConfig(
                 window_s=s.reid_reentry_window_s,
-                quantile=s.reid_reentry_quantile,
+                max_gap_s=s.reid_reentry_max_gap_s,
+                link_log_odds=s.reid_reentry_link_log_odds,
                 margin=s.reid_reentry_margin,
-                near_max_gap_s=s.reid_reentry_near_max_gap_s,
             )
             if s.reid_reentry
             else None,
@@ -140,6 +154,19 @@ class _Identity:
     tentative_until: float | None = None
     """Until then this new identity may still be linked to an earlier one (`reentry`)."""
     first_xy: XY | None = None
+    first_xy_s: float = 0.0
+    trail: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=64))
+    """``(t, x, y)`` of the last `TRAIL_S` seconds."""
+    by_camera: dict[str, AppearanceMean] = field(default_factory=dict)
+    """Appearance per camera: two cameras' means of one person calibrate what "the same" looks like."""
+    early: AppearanceMean = field(default_factory=AppearanceMean)
+    """The first samples, compared with the later ones (the same person, seconds later) for calibration."""
+    early_s: float | None = None
+
+    def exit(self) -> Exit | None:
+        if self.xy is None:
+            return None
+        return Exit(self.xy, self.xy_s, walking_velocity(self.trail))
 
 
 NEW = -1
@@ -186,8 +213,8 @@ class IdentityRegistry:
         self.total_identities = 0
         self.centring = CameraCentring() if self.config.camera_centring else None
         reentry = self.config.reentry or ReentryConfig()
-        self.negatives = DifferentPeopleSimilarities(reentry.max_negatives)
-        self._near_gate = GeometryGate(GeometryConfig(self.config.max_map_distance_m, reentry.near_speed_mps))
+        self.appearance_evidence = AppearanceEvidence(reentry)
+        self.motion_evidence = MotionEvidence(reentry, self.config.max_speed_mps, self.config.max_map_distance_m)
         self.reentries = 0
         """Identities linked to an earlier one (a person who came back)."""
 
@@ -196,7 +223,14 @@ class IdentityRegistry:
         cls, settings: Settings, dim: int, environment: EnvironmentSpec | None = None
     ) -> IdentityRegistry:
         overlaps = set(environment.overlaps) if environment is not None else None
-        return cls(dim, ReIdConfig.from_settings(settings), overlaps)
+        config = ReIdConfig.from_settings(settings)
+        if config.reentry is not None and environment is not None:
+            from app.services.homography import seen_ground_area_m2
+
+            area = seen_ground_area_m2(environment)
+            if area > 0:
+                config = replace(config, reentry=replace(config.reentry, scene_area_m2=max(area, 25.0)))
+        return cls(dim, config, overlaps)
 
     # -- public ---------------------------------------------------------------------------------
     @property
@@ -227,7 +261,7 @@ class IdentityRegistry:
         self._merge_emptied(now_s)
         self._observe(groups, now_s)
         if self.config.reentry is not None:
-            self._collect_negatives(groups)
+            self._calibrate(groups)
             self._link_reentries(self.config.reentry, now_s)
         self._prune(now_s)
         return [self._tracks[k].gid for k in keys]
@@ -411,6 +445,9 @@ class IdentityRegistry:
         dst = self._identities[into]
         dst.created_s = min(dst.created_s, src.created_s)
         dst.appearance.absorb(src.appearance)
+        for cam, mean in src.by_camera.items():
+            dst.by_camera.setdefault(cam, AppearanceMean()).absorb(mean)
+        dst.trail = deque(sorted([*dst.trail, *src.trail]), maxlen=dst.trail.maxlen)
         if src.last_s >= dst.last_s:
             dst.last_s, dst.lost_reported = src.last_s, src.lost_reported
         if src.xy is not None and src.xy_s >= dst.xy_s:
@@ -443,8 +480,12 @@ class IdentityRegistry:
             if g.target is not None and xy is not None and g.target in self._identities:
                 ident = self._identities[g.target]
                 ident.xy, ident.xy_s = xy, now_s
+                ident.trail.append((now_s, xy[0], xy[1]))
+                while ident.trail and ident.trail[0][0] < now_s - TRAIL_S:
+                    ident.trail.popleft()
                 if ident.first_xy is None:
-                    ident.first_xy = xy
+                    ident.first_xy, ident.first_xy_s = xy, now_s
+                    self.motion_evidence.born(xy)
             for o, k in zip(g.members, g.keys, strict=True):
                 t = self._tracks[k]
                 t.last_s = now_s
@@ -454,11 +495,16 @@ class IdentityRegistry:
                 if o.embedding is not None and o.quality >= cfg.gallery_min_quality and k not in occluded:
                     self.gallery.add(t.gid, o.embedding, o.quality, now_s)
                     ident.appearance.add(o.embedding)
+                    ident.by_camera.setdefault(o.camera_id, AppearanceMean()).add(o.embedding)
+                    if ident.early.count < EARLY_SAMPLES:
+                        ident.early.add(o.embedding)
+                        ident.early_s = now_s
 
     # -- people who come back -------------------------------------------------------------------
-    def _collect_negatives(self, groups: list[_Group]) -> None:
-        """Identities seen now in different places are different people: their appearance similarities
-        calibrate what "different" looks like in this scene."""
+    def _calibrate(self, groups: list[_Group]) -> None:
+        """Learn, without labels, what "different people" and "the same person" look like in this scene:
+        identities seen now in different places are different; one identity's means from two cameras are one
+        person seen through two views."""
         assert self.config.reentry is not None
         need = self.config.reentry.min_samples
         per_gid: dict[int, int] = defaultdict(int)
@@ -469,51 +515,68 @@ class IdentityRegistry:
         means: dict[int, np.ndarray] = {}
         for gid, n in per_gid.items():
             ident = self._identities.get(gid)
-            if n == 1 and ident is not None and ident.appearance.count >= need:
-                mean = ident.appearance.unit()
-                if mean is not None:
-                    means[gid] = mean
-        self.negatives.observe(means)
+            if ident is None:
+                continue
+            if n == 1 and ident.appearance.count >= need and (mean := ident.appearance.unit()) is not None:
+                means[gid] = mean
+            views = sorted((c, m.unit()) for c, m in ident.by_camera.items() if m.count >= need)
+            for (ca, ma), (cb, mb) in itertools.combinations(views, 2):
+                if ma is not None and mb is not None:
+                    self.appearance_evidence.same.put((gid, ca, cb), float(ma @ mb))
+            if ident.appearance.count - ident.early.count >= need and self._later_mean_ready(ident):
+                later = _unit_of(ident.appearance.total - ident.early.total)  # type: ignore[operator]
+                first = ident.early.unit()
+                if later is not None and first is not None:
+                    self.appearance_evidence.same.put((gid, "later"), float(first @ later))
+        self.appearance_evidence.different.observe(means)
+
+    @staticmethod
+    def _later_mean_ready(ident: _Identity) -> bool:
+        return ident.early_s is not None and ident.last_s - ident.early_s >= LATER_S
+
+    def reentry_log_odds(self, gone: int, new: int) -> float | None:
+        """Evidence (log-odds) that identity ``new`` is identity ``gone`` come back; None when impossible."""
+        cfg = self.config.reentry or ReentryConfig()
+        g, n = self._identities.get(gone), self._identities.get(new)
+        if g is None or n is None or g.gid == n.gid or g.last_s >= n.created_s or n.first_xy is None:
+            return None  # seen while the new one was already there: a different person
+        exit_ = g.exit()
+        if exit_ is None:
+            return None
+        score = self.motion_evidence.log_odds(exit_, n.first_xy, n.first_xy_s)
+        if score is None:
+            return None
+        if WAIT_FOR_LOOKS and self.appearance_evidence.calibrated and n.appearance.count < cfg.min_samples:
+            return None  # looks will be known in a moment: no decision on position alone
+        if g.appearance.count >= cfg.min_samples and n.appearance.count >= cfg.min_samples:
+            a, b = g.appearance.unit(), n.appearance.unit()
+            if a is not None and b is not None:
+                score += self.appearance_evidence.log_odds(float(a @ b))  # 0 until calibrated
+        return score
 
     def _link_reentries(self, cfg: ReentryConfig, now_s: float) -> None:
         """Tentative identities that prove to be someone seen before take that person's id (`reentry`)."""
-        for ident in list(self._identities.values()):
-            if ident.tentative_until is None or ident.gid not in self._identities:
-                continue
-            if now_s > ident.tentative_until:
-                ident.tentative_until = None
-                continue
-            query = ident.appearance.unit() if ident.appearance.count >= cfg.min_samples else None
-            if query is None:
-                continue
-            candidates: dict[int, np.ndarray] = {}
-            near: set[int] = set()
-            for other in self._identities.values():
-                if other.gid == ident.gid or other.last_s >= ident.created_s:
-                    continue  # seen while this one was already there: a different person
-                if other.appearance.count < cfg.min_samples:
-                    continue
-                if self.geometry.reachable(other.xy, other.xy_s, ident.first_xy, ident.created_s) is None:
-                    continue
-                mean = other.appearance.unit()
-                if mean is not None:
-                    candidates[other.gid] = mean
-                    if self._near(other, ident, cfg):
-                        near.add(other.gid)
-            decision = decide(query, candidates, self.negatives, cfg, near)
-            if decision is None or decision.candidate is None:
-                continue
+        tentative = []
+        for ident in self._identities.values():
+            if ident.tentative_until is not None and now_s > ident.tentative_until:
+                ident.tentative_until = None  # the question is closed: a new person
+            if ident.tentative_until is not None and ident.first_xy is not None:
+                tentative.append(ident)
+        if not tentative:
+            return
+        gone = [i for i in self._identities.values() if i.xy is not None and now_s - i.last_s > 0]
+        scores: dict[tuple[int, int], float] = {}
+        for n in tentative:
+            for g in gone:
+                s = self.reentry_log_odds(g.gid, n.gid)
+                if s is not None:
+                    scores[(n.gid, g.gid)] = s
+        for link in assign_links(scores, cfg):
+            ident = self._identities[link.tentative]
             for key in list(ident.tracks):
-                self._bind(key, decision.candidate, now_s)
-            self._merge(ident.gid, decision.candidate, now_s, decision.score)
+                self._bind(key, link.candidate, now_s)
+            self._merge(ident.gid, link.candidate, now_s, link.score)
             self.reentries += 1
-
-    def _near(self, gone: _Identity, new: _Identity, cfg: ReentryConfig) -> bool:
-        """``new`` appeared where ``gone`` could have walked at a typical pace since vanishing."""
-        gap = new.created_s - gone.xy_s
-        if not 0 <= gap <= cfg.near_max_gap_s or gone.xy is None or new.first_xy is None:
-            return False
-        return self._near_gate.reachable(gone.xy, gone.xy_s, new.first_xy, new.created_s) is not None
 
     def _prune(self, now_s: float) -> None:
         cfg = self.config
@@ -547,3 +610,8 @@ def _occluded(observations: list[Observation]) -> set[TrackKey]:
             if inter / area > OCCLUSION_OVERLAP:
                 out.add((a.camera_id, a.track_id))
     return out
+
+
+def _unit_of(v: np.ndarray) -> np.ndarray | None:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 1e-9 else None
