@@ -190,17 +190,14 @@ def test_openvino_runtime_serves_concurrent_callers() -> None:
     assert got == expected * 5
 
 
-@pytest.mark.parametrize(("has_amx", "expect"), [(False, ("onnxruntime", "fp32")), (True, ("openvino", "bf16"))])
-def test_auto_uses_bfloat16_only_with_amx(
-    monkeypatch: pytest.MonkeyPatch, has_amx: bool, expect: tuple[str, str]
-) -> None:
-    """bfloat16 without AMX (AVX512-BF16 alone) cost 5.4 points of global IDF1: ``auto`` keeps fp32 there."""
+def test_auto_is_fp32_on_onnxruntime_and_bfloat16_is_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bfloat16 kept per-box accuracy but cost up to 5.4 points of global IDF1: never the default."""
     from app.models import openvino_session
     from app.models.nanodet import resolve_runtime
 
-    if not openvino_session.openvino_available():
-        pytest.skip("openvino is not installed")
     monkeypatch.setattr(openvino_session, "native_bf16", lambda: True)
-    monkeypatch.setattr(openvino_session, "amx", lambda: has_amx)
-    assert resolve_runtime("auto", "auto") == expect
-    assert resolve_runtime("openvino", "bf16") == ("openvino", "bf16")  # asked for explicitly: allowed
+    assert resolve_runtime("auto", "auto") == ("onnxruntime", "fp32")
+    assert resolve_runtime("onnxruntime", "int8") == ("onnxruntime", "int8")
+    if openvino_session.openvino_available():
+        assert resolve_runtime("auto", "bf16") == ("openvino", "bf16")
+        assert resolve_runtime("openvino", "auto") == ("openvino", "bf16")

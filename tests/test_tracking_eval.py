@@ -164,3 +164,23 @@ def test_eval_several_datasets_prints_one_row_each_and_replays_a_recording(
     assert a["cross_camera"]["global_idf1"] == b["cross_camera"]["global_idf1"]
     assert a["per_camera"] == b["per_camera"] and a["reentries"] == b["reentries"]
     assert main(["eval", dev, val, "--replay", str(log)]) == 2
+
+
+def test_eval_without_ground_truth_counts_people(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An environment with no ground truth (the demo, one's own recording) is run and its identities counted:
+    how many ids were created over the video and how many later merged, i.e. how many people it saw."""
+    import shutil
+
+    src = shared("multiview-dev")
+    plain = tmp_path / "unlabelled"
+    plain.mkdir()
+    for f in src.iterdir():
+        if f.is_file():
+            shutil.copy(f, plain / f.name)
+    out = tmp_path / "r.json"
+    assert main(["eval", str(plain), str(src), "--max-frames", "4", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "pets-derived: no ground truth; over all 4 frames" in printed and "people counted" in printed
+    body = json.loads(out.read_text())
+    assert body[0]["run"]["identity_events"]["created"] >= 1 and "per_camera" not in body[0]
+    assert body[1]["per_camera"]  # the labelled one is scored as before

@@ -89,11 +89,16 @@ class Dataset:
 
 
 def load_dataset(directory: Path) -> Dataset:
+    """A dataset folder; one without any ground-truth file (the demo environment, a recording of one's own) loads
+    with ``gt`` empty: it can be run and its identities counted, not scored."""
     directory = Path(directory)
     env = load_environment(directory)
     raw = json.loads((directory / "environment.json").read_text())
     gt_file = {str(c["id"]): c.get("gt_file") for c in raw.get("cameras", [])}
-    gt = {cid: read_mot_file(directory / (gt_file.get(cid) or f"gt/gt_{cid}.txt")) for cid in env.cameras}
+    paths = {cid: directory / (gt_file.get(cid) or f"gt/gt_{cid}.txt") for cid in env.cameras}
+    if not any(p.is_file() for p in paths.values()):
+        return Dataset(env, {}, int(raw.get("first_frame", 1)))
+    gt = {cid: read_mot_file(p) for cid, p in paths.items()}
     return Dataset(env, gt, int(raw.get("first_frame", 1)))
 
 
@@ -233,7 +238,7 @@ class TrackingReport:
             f"{self.dataset}: global IDF1 {100 * a.idf1:.1f}, purity {100 * c.purity:.1f}, "
             f"{a.pred_ids} global ids for {a.gt_ids} people ({ratio:.2f}x), "
             f"re-entries kept {r.kept} of {r.scored} (of {r.gt_reentries} in the ground truth), "
-            f"late merges {merged}"
+            f"late merges {merged}; {identities_line(self.run)}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -303,19 +308,51 @@ class TrackingReport:
         return "\n".join(lines)
 
 
+def identities_line(run: dict[str, Any]) -> str:
+    """Identities over the whole processed video (labelled or not): created, later merged, people counted."""
+    ev = run.get("identity_events", {})
+    created, merged = int(ev.get("created", 0)), int(ev.get("merged", 0))
+    frames = run.get("global_frames", 0)
+    return f"over all {frames} frames {created} ids created, {merged} merged: {_counted(run)} people counted"
+
+
+@dataclass(slots=True)
+class UnlabelledReport:
+    """A run over a dataset without ground truth: what can be said is how many people it counted."""
+
+    dataset: str
+    cameras: list[str]
+    run: dict[str, Any]
+
+    def summary(self) -> str:
+        return f"{self.dataset}: no ground truth; {identities_line(self.run)}"
+
+    def table(self) -> str:
+        r = self.run
+        return (
+            f"{self.summary()}\nrun: {r.get('global_frames')} global frames, {r.get('camera_frames')} camera frames "
+            f"in {r.get('wall_s', 0):.1f} s ({r.get('camera_fps', 0):.1f} camera-frames/s)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "cameras": self.cameras, "summary": self.summary(), "run": self.run}
+
+
 TRACK_ID_STRIDE = 10_000_000
 REENTRY_GAP_S = 2.0
 """A person out of every camera's ground truth for longer than this has left; their return is a re-entry."""
 
 
-def summary_table(reports: list[TrackingReport]) -> str:
-    """One row per dataset (``spoton eval DIR [DIR ...]``)."""
+def summary_table(reports: list[TrackingReport | UnlabelledReport]) -> str:
+    """One row per dataset (``spoton eval DIR [DIR ...]``); unlabelled ones are listed after the table."""
     head = (
         f"{'dataset':<18}{'frames':>9}{'people':>8}{'ids':>6}{'ids/p':>7}{'gIDF1':>7}{'purity':>8}"
-        f"{'MOTA':>7}{'IDF1':>7}{'re-entries kept':>17}"
+        f"{'MOTA':>7}{'IDF1':>7}{'re-entries kept':>17}{'counted':>9}"
     )
     lines = [head]
     for r in reports:
+        if isinstance(r, UnlabelledReport):
+            continue
         a, c, e = r.all_cameras, r.consistency, r.reentries
         mota = float(np.mean([s.mota for s in r.per_camera.values()]))
         idf1 = float(np.mean([s.idf1 for s in r.per_camera.values()]))
@@ -323,9 +360,15 @@ def summary_table(reports: list[TrackingReport]) -> str:
         lines.append(
             f"{r.dataset:<18}{frames:>9}{a.gt_ids:>8}{a.pred_ids:>6}{a.pred_ids / max(a.gt_ids, 1):>7.2f}"
             f"{100 * a.idf1:>7.1f}{100 * c.purity:>8.1f}{100 * mota:>7.1f}{100 * idf1:>7.1f}"
-            f"{f'{e.kept}/{e.scored} ({e.gt_reentries})':>17}"
+            f"{f'{e.kept}/{e.scored} ({e.gt_reentries})':>17}{_counted(r.run):>9}"
         )
+    lines += [r.summary() for r in reports if isinstance(r, UnlabelledReport)]
     return "\n".join(lines)
+
+
+def _counted(run: dict[str, Any]) -> int:
+    ev = run.get("identity_events", {})
+    return int(ev.get("created", 0)) - int(ev.get("merged", 0))
 
 
 def _offset_ids(rows: MotRows, offset: int) -> MotRows:
@@ -334,8 +377,23 @@ def _offset_ids(rows: MotRows, offset: int) -> MotRows:
     return out
 
 
-def score(dataset: Dataset, out: PipelineOutput, last_frame: int | None = None) -> TrackingReport:
+def _run_facts(out: PipelineOutput) -> dict[str, Any]:
+    fps = out.camera_frames / out.wall_s if out.wall_s > 0 else 0.0
+    return {
+        "global_frames": out.global_frames,
+        "camera_frames": out.camera_frames,
+        "wall_s": round(out.wall_s, 2),
+        "camera_fps": round(fps, 2),
+        "identity_events": out.identity_events,
+    }
+
+
+def score(
+    dataset: Dataset, out: PipelineOutput, last_frame: int | None = None
+) -> TrackingReport | UnlabelledReport:
     """Scores of the ground-truth frame range (cut at `last_frame` when the run stopped early)."""
+    if not dataset.gt:
+        return UnlabelledReport(dataset.env.id, list(dataset.env.cameras), _run_facts(out))
     first, last = dataset.scored_frames
     if last_frame is not None:
         last = min(last, last_frame)
@@ -358,14 +416,7 @@ def score(dataset: Dataset, out: PipelineOutput, last_frame: int | None = None) 
     reentries = reentry_stats(
         list(seq_g.values()), gap_frames=round(REENTRY_GAP_S * video_fps), window_frames=round(2.0 * video_fps)
     )
-    fps = out.camera_frames / out.wall_s if out.wall_s > 0 else 0.0
-    run = {
-        "global_frames": out.global_frames,
-        "camera_frames": out.camera_frames,
-        "wall_s": round(out.wall_s, 2),
-        "camera_fps": round(fps, 2),
-        "identity_events": out.identity_events,
-    }
+    run = _run_facts(out)
     return TrackingReport(
         dataset.env.id,
         cams,
@@ -383,8 +434,9 @@ def score(dataset: Dataset, out: PipelineOutput, last_frame: int | None = None) 
 
 def evaluate(
     directory: Path, settings: Settings, max_frames: int | None = None, on_frame: Callable[[int], None] | None = None
-) -> TrackingReport:
-    """Load the dataset, run the pipeline over it and score the ground-truth frames."""
+) -> TrackingReport | UnlabelledReport:
+    """Load the dataset, run the pipeline over it and score the ground-truth frames (count identities only,
+    when it has no ground truth)."""
     dataset = load_dataset(directory)
     out = run_pipeline(dataset, settings, max_frames=max_frames, on_frame=on_frame)
     last = None if max_frames is None else dataset.first_frame + max_frames - 1

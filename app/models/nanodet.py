@@ -40,20 +40,19 @@ Runtime = Literal["onnxruntime", "openvino"]
 
 
 def resolve_runtime(runtime: str, precision: str) -> tuple[Runtime, Precision]:
-    """What ``auto`` means on this machine (measured in docs/performance.md): OpenVINO in bfloat16 where the CPU
-    has AMX (about 4× fp32, detection and identity scores as fp32's); else fp32 on onnxruntime — the int8 model,
-    though as accurate per box, moved global identity scores by up to 3.7 points, and bfloat16 without AMX
-    (AVX512-BF16 alone) by 5.4."""
-    from app.models.openvino_session import amx, native_bf16, openvino_available
+    """What ``auto`` means (measured in docs/performance.md and docs/accuracy.md): fp32 on onnxruntime. The faster
+    variants keep per-box accuracy but not the identity scores downstream, so they are opt-in: int8 moved global
+    IDF1 by up to 3.7 points, OpenVINO bfloat16 by 1.8 (AMX) and 5.4 (AVX512-BF16 alone). Asking for OpenVINO
+    with ``auto`` precision gives bfloat16 where the CPU has it natively."""
+    from app.models.openvino_session import native_bf16, openvino_available
 
     ov = openvino_available()
     if runtime == "auto":
-        bf16 = precision == "bf16" or (precision == "auto" and ov and native_bf16() and amx())
-        runtime = "openvino" if bf16 else "onnxruntime"
+        runtime = "openvino" if precision == "bf16" else "onnxruntime"
     if runtime == "openvino" and not ov:
         raise ValueError("SPOTON_NANODET_RUNTIME=openvino needs the openvino package (pip install openvino)")
     if precision == "auto":
-        precision = "bf16" if runtime == "openvino" and native_bf16() and amx() else "fp32"
+        precision = "bf16" if runtime == "openvino" and native_bf16() else "fp32"
     return cast(Runtime, runtime), cast(Precision, precision)
 
 

@@ -34,19 +34,6 @@ def native_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-@functools.cache
-def amx() -> bool:
-    """Whether the CPU has AMX tiles for bfloat16 (Linux ``/proc/cpuinfo`` flag ``amx_bf16``; False elsewhere).
-
-    ``auto`` uses bfloat16 only there: on an AMD EPYC with AVX512-BF16 but no AMX, OpenVINO's bfloat16 NanoDet
-    cost 5.4 points of global IDF1 on multiview-dev against fp32 (73.7 vs 79.1), while on AMX it matched fp32
-    (docs/performance.md)."""
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-
-
 class OpenVinoSession:
     def __init__(self, path: Path, threads: int = 0, precision: OvPrecision = "auto") -> None:
         import openvino as ov
