@@ -211,3 +211,31 @@ def test_gallery_keeps_good_views_and_scores_the_mean_of_the_best() -> None:
     assert len(g) == 0
     with pytest.raises(ValueError):
         g.add(3, np.ones(5, np.float32), 1.0, 0.0)
+
+
+def test_foot_point_error_grows_with_distance_from_the_camera() -> None:
+    from app.services.homography import foot_sigma_m
+
+    scale = np.diag([0.02, 0.02, 1.0])  # 2 cm per pixel everywhere
+    (sd,) = foot_sigma_m(scale, [[100, 100, 140, 200]])
+    assert sd == pytest.approx(np.hypot(0.1 * 40 * 0.02, 0.05 * 100 * 0.02), rel=1e-6)
+    # a perspective view: rows near the top (far away) cover more ground per pixel
+    perspective = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.004, 1.0]]) @ scale
+    near, far = foot_sigma_m(perspective, [[100, 400, 140, 470], [100, 30, 140, 100]])
+    assert far > near
+
+
+def test_sightings_of_one_person_are_fused_by_how_precisely_each_camera_places_them() -> None:
+    reg = IdentityRegistry(4, ReIdConfig())
+    v = np.array([1, 0, 0, 0], np.float32)
+    precise = Observation("a", 1, v, (0.0, 0.0), 1.0, None, 0.1)
+    vague = Observation("b", 1, v, (0.8, 0.0), 1.0, None, 1.0)
+    gids = reg.assign([precise, vague], 0.0)
+    assert gids[0] == gids[1]
+    pos = reg.position(gids[0])
+    assert pos is not None
+    (x, _), _ = pos
+    assert x == pytest.approx(0.8 / 101, abs=1e-6)  # weights 100 : 1
+    plain = IdentityRegistry(4, ReIdConfig())
+    g = plain.assign([Observation("a", 1, v, (0.0, 0.0)), Observation("b", 1, v, (0.8, 0.0))], 0.0)
+    assert plain.position(g[0])[0][0] == pytest.approx(0.4)  # type: ignore[index]

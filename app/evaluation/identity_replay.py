@@ -20,6 +20,7 @@ from app.evaluation.observation_log import LoggedFrame, LoggedTrack, Observation
 from app.evaluation.tracking_eval import Dataset, OutputCollector, PipelineOutput, run_pipeline
 from app.models.base import AppearanceEmbedder, FloatArray
 from app.services.frame_processor import crop_boxes
+from app.services.homography import foot_sigma_m
 
 if TYPE_CHECKING:
     from app.services.frame_processor import FrameResult
@@ -92,6 +93,7 @@ def replay(log: ObservationLog, dataset: Dataset, settings: Settings) -> Pipelin
     describe = _descriptor_of(log, name, settings.embedder_colour_weight)
     dim = next((len(v) for f in log.frames for t in f.tracks if (v := describe(t)) is not None), 1)
     registry = IdentityRegistry.from_settings(settings, dim, dataset.env)
+    to_m = {cid: dataset.env.image_to_metres(cid) for cid in dataset.env.cameras}
     every = max(1, settings.reid_embed_every_n)
     described: dict[tuple[str, int], int] = {}
     collect = OutputCollector(list(dataset.env.cameras), dataset.first_frame)
@@ -106,7 +108,9 @@ def replay(log: ObservationLog, dataset: Dataset, settings: Settings) -> Pipelin
                 if n % every == 0:
                     vec = describe(t)
                 described[key] = n + 1
-            observations.append(Observation(t.camera_id, t.track_id, vec, t.map_xy, t.confidence, t.bbox_xyxy))
+            sd = float(foot_sigma_m(to_m[t.camera_id], [t.bbox_xyxy])[0])
+            observations.append(Observation(t.camera_id, t.track_id, vec, t.map_xy, t.confidence, t.bbox_xyxy,
+                                            sd if np.isfinite(sd) else None))  # fmt: skip
         gids = registry.assign(observations, frame.timestamp_s)
         for t, gid in zip(frame.tracks, gids, strict=True):
             collect.box(t.camera_id, t.frame_index, gid, t.track_id, t.bbox_xyxy)

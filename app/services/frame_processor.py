@@ -135,7 +135,9 @@ class FrameProcessor:
         for cid, image, det, emb in zip(cams, images, detections, det_emb, strict=True):
             tracks = self.trackers[cid].update(image, det, emb)
             boxes = np.array([tr.bbox_xyxy for tr in tracks], np.float64).reshape(-1, 4)
-            per_cam.append((cid, tracks, self.homography.boxes_to_map(cid, boxes)))
+            per_cam.append(
+                (cid, tracks, self.homography.boxes_to_map(cid, boxes), self.homography.boxes_sigma_m(cid, boxes))
+            )
         ms["track"] = _lap(t)
 
         t = time.perf_counter()
@@ -145,12 +147,13 @@ class FrameProcessor:
 
         t = time.perf_counter()
         observations: list[Observation] = []
-        for ci, (cid, tracks, xy) in enumerate(per_cam):
-            for tr, p in zip(tracks, xy, strict=True):
+        for ci, (cid, tracks, xy, sigma) in enumerate(per_cam):
+            for tr, p, sd in zip(tracks, xy, sigma, strict=True):
                 pos = (float(p[0]), float(p[1])) if np.all(np.isfinite(p)) else None
                 observations.append(
                     Observation(
-                        cid, tr.track_id, vectors.get((ci, tr.track_id)), pos, tr.confidence, tr.bbox_xyxy
+                        cid, tr.track_id, vectors.get((ci, tr.track_id)), pos, tr.confidence, tr.bbox_xyxy,
+                        float(sd) if np.isfinite(sd) else None,
                     )
                 )
         gids = self.identities.assign(observations, gf.timestamp_s)
@@ -158,7 +161,7 @@ class FrameProcessor:
 
         results: list[CameraResult] = []
         k = 0
-        for (cid, tracks, _), image in zip(per_cam, images, strict=True):
+        for (cid, tracks, _, _), image in zip(per_cam, images, strict=True):
             outs = []
             for tr in tracks:
                 outs.append(
@@ -184,12 +187,13 @@ class FrameProcessor:
         return [self._last_detections[c] for c in cams]
 
     def _tracks_to_describe(
-        self, frame_no: int, per_cam: list[tuple[str, list[TrackedBox], np.ndarray]], detections: list[Detections]
+        self, frame_no: int, per_cam: list[tuple[str, list[TrackedBox], np.ndarray, np.ndarray]],
+        detections: list[Detections],
     ) -> list[tuple[int, int, int]]:
         """(camera slot, track id, detection index) of tracks to embed now: a track's first frame with a
         detection, then every ``embed_every_n``-th. Counters of tracks not seen for a while are dropped."""
         wanted = []
-        for ci, (cid, tracks, _) in enumerate(per_cam):
+        for ci, (cid, tracks, _, _) in enumerate(per_cam):
             for tr in tracks:
                 if not 0 <= tr.det_index < len(detections[ci]):
                     continue

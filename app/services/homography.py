@@ -32,6 +32,26 @@ def foot_points(boxes_xyxy: npt.ArrayLike) -> Points:
     return np.stack([(b[:, 0] + b[:, 2]) / 2.0, b[:, 3]], axis=1)
 
 
+FOOT_NOISE_PX = (0.10, 0.05)
+"""Foot-point uncertainty as shares of the box's width (where the feet are across the box) and height (its
+bottom edge: shoes, shadows, a partly hidden person)."""
+
+
+def foot_sigma_m(h: npt.NDArray[np.float64], boxes_xyxy: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """1-σ error in metres of each box's foot point on the ground: the box-relative pixel noise
+    (`FOOT_NOISE_PX`) through the homography's local Jacobian. Far from a camera a pixel covers more ground, so
+    the same box error means more metres; fusing sightings weights each by the inverse of this squared. NaN
+    where the point is off the ground."""
+    b = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    feet = foot_points(b)
+    su = FOOT_NOISE_PX[0] * np.maximum(b[:, 2] - b[:, 0], 1.0)
+    sv = FOOT_NOISE_PX[1] * np.maximum(b[:, 3] - b[:, 1], 1.0)
+    base = apply_homography(h, feet)
+    du = apply_homography(h, feet + np.stack([su, np.zeros_like(su)], 1)) - base
+    dv = apply_homography(h, feet - np.stack([np.zeros_like(sv), sv], 1)) - base
+    return np.sqrt((du**2).sum(1) + (dv**2).sum(1))
+
+
 class HomographyService:
     """Projects boxes of each camera of one environment onto the map, in metres."""
 
@@ -45,6 +65,10 @@ class HomographyService:
     def boxes_to_map(self, camera_id: str, boxes_xyxy: npt.ArrayLike) -> Points:
         """N×2 map positions (metres) of the boxes' foot points; NaN where the point is off the ground."""
         return apply_homography(self._to_m[camera_id], foot_points(boxes_xyxy))
+
+    def boxes_sigma_m(self, camera_id: str, boxes_xyxy: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """How far off (1-σ, metres) each of those positions may be (`foot_sigma_m`)."""
+        return foot_sigma_m(self._to_m[camera_id], boxes_xyxy)
 
 
 def ground_footprint(

@@ -73,6 +73,9 @@ class Observation:
     """Detection confidence in 0..1; appearance is learnt only from observations of enough quality."""
     bbox_xyxy: tuple[float, float, float, float] | None = None
     """Image box, used to skip learning from crops that other people overlap."""
+    map_sigma_m: float | None = None
+    """How far off ``map_xy`` may be (1-σ, metres; `homography.foot_sigma_m`): sightings of one person by
+    several cameras are fused weighted by its inverse square."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -186,10 +189,15 @@ class _Group:
 
     @property
     def xy(self) -> XY | None:
-        pts = [o.map_xy for o in self.members if o.map_xy is not None]
-        if not pts:
+        """One ground position per person: the sightings' foot points, each weighted by how precisely its camera
+        places it (inverse variance; equal weights where no camera says)."""
+        located = [o for o in self.members if o.map_xy is not None]
+        if not located:
             return None
-        return (float(np.mean([p[0] for p in pts])), float(np.mean([p[1] for p in pts])))
+        w = np.array([1.0 / max(o.map_sigma_m or 1.0, 0.05) ** 2 for o in located])
+        pts = np.array([o.map_xy for o in located])
+        x, y = (w[:, None] * pts).sum(0) / w.sum()
+        return (float(x), float(y))
 
 
 class IdentityRegistry:
@@ -236,6 +244,11 @@ class IdentityRegistry:
     @property
     def active_identities(self) -> int:
         return len(self._identities)
+
+    def position(self, global_id: int) -> tuple[XY, float] | None:
+        """Where an identity was last seen on the map, fused over the cameras that saw it, and when."""
+        ident = self._identities.get(global_id)
+        return None if ident is None or ident.xy is None else (ident.xy, ident.xy_s)
 
     def drain_events(self) -> list[IdentityEvent]:
         """Identity events since the last call (for publishing)."""
