@@ -97,12 +97,12 @@ def test_a_person_who_crosses_a_blind_area_keeps_the_id() -> None:
 
 
 def test_a_person_who_comes_back_after_a_long_absence_is_linked_by_looks() -> None:
-    """20 s away, further along the way: position alone says little by then (its ratio is below zero), so the
+    """12 s away, further along the way: position alone says little by then (its ratio is about zero), so the
     link rests on looks,
     calibrated online from the scene's own same-person and different-people pairs (the gallery's fixed
     re-appearance threshold is set out of reach so that only the re-entry link can do it)."""
     reg = registry(match_threshold=0.999)
-    old, ids, _ = leave_and_return(reg, 20.0, (person_look(2), (23.0, 41.0), (1.0, 0.0)))
+    old, ids, _ = leave_and_return(reg, 12.0, (person_look(2), (15.0, 41.0), (1.0, 0.0)))
     assert old in ids
     assert reg.appearance_evidence.calibrated
     assert reg.reentries == 1

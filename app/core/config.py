@@ -174,8 +174,8 @@ class Settings(BaseSettings):
     reid_reentry_max_gap_s: Annotated[float, Field(gt=0)] = 60.0
     """Longest time out of every view a link may bridge (identities are forgotten after
     ``reid_identity_ttl_s`` anyway)."""
-    reid_reentry_link_log_odds: float = 1.5
-    """Evidence a link needs: log-likelihood ratio of position-after-the-gap plus looks (1.5 ≈ 4.5 : 1)."""
+    reid_reentry_link_log_odds: float = 2.5
+    """Evidence a link needs: log-likelihood ratio of position-after-the-gap plus looks (2.5 ≈ 12 : 1)."""
     reid_reentry_margin: Annotated[float, Field(ge=0.0)] = 1.0
     """A link must lead the runner-up on either side by this many log-odds."""
     reid_gallery_min_quality: float = 0.5

@@ -51,7 +51,6 @@ TrackKey = tuple[str, int]
 
 TRAIL_S = 1.5
 """Recent positions kept per identity, for its walking velocity when it leaves."""
-WAIT_FOR_LOOKS = False
 EARLY_SAMPLES = 4
 LATER_S = 4.0
 """An identity's first `EARLY_SAMPLES` looks against those from `LATER_S` on: a same-person pair over time."""
@@ -559,8 +558,6 @@ class IdentityRegistry:
         score = self.motion_evidence.log_odds(exit_, n.first_xy, n.first_xy_s)
         if score is None:
             return None
-        if WAIT_FOR_LOOKS and self.appearance_evidence.calibrated and n.appearance.count < cfg.min_samples:
-            return None  # looks will be known in a moment: no decision on position alone
         if g.appearance.count >= cfg.min_samples and n.appearance.count >= cfg.min_samples:
             a, b = g.appearance.unit(), n.appearance.unit()
             if a is not None and b is not None:
