@@ -215,7 +215,8 @@ class MotionEvidence:
         prior = BIRTH_PRIOR  # pseudo-births spread uniformly: few births say little
         return max(uniform, (near + prior * disc * uniform) / ((n + prior) * disc))
 
-    def log_odds(self, exit_: Exit, xy: XY, t: float) -> float | None:
+    def log_odds(self, exit_: Exit, xy: XY, t: float, background: float | None = None) -> float | None:
+        """``background``: `background(xy)` when the caller already has it (one newcomer, many leavers)."""
         cfg = self.cfg
         gap = t - exit_.t
         if gap < 0 or gap > cfg.max_gap_s:
@@ -227,7 +228,7 @@ class MotionEvidence:
         if exit_.velocity is None:
             sigma += cfg.max_walk_mps * 0.5 * gap  # direction unknown: a wider disc
         log_density = -math.log(2 * math.pi * sigma * sigma) - miss * miss / (2 * sigma * sigma)
-        return log_density - math.log(self.background(xy))
+        return log_density - math.log(self.background(xy) if background is None else background)
 
 
 def _walk(xy: XY, velocity: XY | None, dt: float, max_mps: float) -> XY:

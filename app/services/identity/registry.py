@@ -171,6 +171,21 @@ class _Identity:
         return Exit(self.xy, self.xy_s, walking_velocity(self.trail))
 
 
+@dataclass(slots=True, frozen=True)
+class _Leaver:
+    """What re-entry linking needs of an identity that is out of sight: when, where and how it left, its looks."""
+
+    gid: int
+    last_s: float
+    exit: Exit | None
+    looks: np.ndarray | None
+
+    @classmethod
+    def of(cls, ident: _Identity, min_samples: int = 3) -> _Leaver:
+        looks = ident.appearance.unit() if ident.appearance.count >= min_samples else None
+        return cls(ident.gid, ident.last_s, ident.exit(), looks)
+
+
 NEW = -1
 """Pending target meaning "a new identity"."""
 
@@ -548,20 +563,21 @@ class IdentityRegistry:
 
     def reentry_log_odds(self, gone: int, new: int) -> float | None:
         """Evidence (log-odds) that identity ``new`` is identity ``gone`` come back; None when impossible."""
-        cfg = self.config.reentry or ReentryConfig()
         g, n = self._identities.get(gone), self._identities.get(new)
-        if g is None or n is None or g.gid == n.gid or g.last_s >= n.created_s or n.first_xy is None:
-            return None  # seen while the new one was already there: a different person
-        exit_ = g.exit()
-        if exit_ is None:
+        if g is None or n is None or n.first_xy is None:
             return None
-        score = self.motion_evidence.log_odds(exit_, n.first_xy, n.first_xy_s)
+        need = (self.config.reentry or ReentryConfig()).min_samples
+        return self._pair_log_odds(_Leaver.of(g, need), n, self.motion_evidence.background(n.first_xy))
+
+    def _pair_log_odds(self, g: _Leaver, n: _Identity, background: float) -> float | None:
+        cfg = self.config.reentry or ReentryConfig()
+        if g.gid == n.gid or g.last_s >= n.created_s or n.first_xy is None or g.exit is None:
+            return None  # seen while the new one was already there: a different person
+        score = self.motion_evidence.log_odds(g.exit, n.first_xy, n.first_xy_s, background)
         if score is None:
             return None
-        if g.appearance.count >= cfg.min_samples and n.appearance.count >= cfg.min_samples:
-            a, b = g.appearance.unit(), n.appearance.unit()
-            if a is not None and b is not None:
-                score += self.appearance_evidence.log_odds(float(a @ b))  # 0 until calibrated
+        if g.looks is not None and n.appearance.count >= cfg.min_samples and (b := n.appearance.unit()) is not None:
+            score += self.appearance_evidence.log_odds(float(g.looks @ b))  # 0 until calibrated
         return score
 
     def _link_reentries(self, cfg: ReentryConfig, now_s: float) -> None:
@@ -574,11 +590,16 @@ class IdentityRegistry:
                 tentative.append(ident)
         if not tentative:
             return
-        gone = [i for i in self._identities.values() if i.xy is not None and now_s - i.last_s > 0]
+        # each leaver's exit and looks, each newcomer's background: once per frame, not once per pair
+        gone = [
+            _Leaver.of(i, cfg.min_samples) for i in self._identities.values() if i.xy is not None and i.last_s < now_s
+        ]
         scores: dict[tuple[int, int], float] = {}
         for n in tentative:
+            assert n.first_xy is not None
+            background = self.motion_evidence.background(n.first_xy)
             for g in gone:
-                s = self.reentry_log_odds(g.gid, n.gid)
+                s = self._pair_log_odds(g, n, background)
                 if s is not None:
                     scores[(n.gid, g.gid)] = s
         for link in assign_links(scores, cfg):
