@@ -119,9 +119,6 @@ class PairSimilarities:
     def values(self) -> np.ndarray:
         return np.fromiter(self._pairs.values(), np.float64, len(self._pairs))
 
-    def quantile(self, q: float) -> float:
-        return float(np.quantile(self.values(), q))
-
 
 class DifferentPeopleSimilarities(PairSimilarities):
     """Identities seen at the same time in different places are certainly two people."""
