@@ -38,6 +38,7 @@ from app.evaluation.tracking_eval import DatasetError, read_mot_file
 log = logging.getLogger(__name__)
 
 SIDES = ("L", "M", "R")
+EXHAUSTIVE_CAMERAS = 6
 MIN_COVISIBLE_FRAMES = 10
 FOURCC = "mp4v"
 
@@ -96,18 +97,45 @@ def count_reentries(per_camera: list[np.ndarray], gap_frames: int) -> tuple[int,
 def plan(
     gt: dict[str, np.ndarray], widths: dict[str, int], keep: float, gap_frames: int, min_visible: float
 ) -> NarrowPlan:
-    """The left/middle/right combination with the most re-entries (ties: more boxes kept, then first)."""
+    """The left/middle/right combination with the most re-entries (ties: more boxes kept, then first). Every
+    combination up to `EXHAUSTIVE_CAMERAS` cameras; beyond, camera by camera until nothing improves (3^n grows
+    too fast), from a few starting points (all middle, alternating left/right)."""
     if not 0.1 <= keep < 1.0:
         raise ValueError(f"keep must be in [0.1, 1): the share of each image's width a camera keeps (got {keep})")
     cams = list(gt)
-    best: NarrowPlan | None = None
-    for combo in itertools.product(SIDES, repeat=len(cams)):
+
+    def evaluate(combo: tuple[str, ...]) -> NarrowPlan:
         wins = {c: Window.of(s, widths[c], keep) for c, s in zip(cams, combo, strict=True)}
         rows = [clip_rows(gt[c], wins[c], min_visible) for c in cams]
         reentries, people = count_reentries(rows, gap_frames)
-        boxes = sum(len(r) for r in rows)
-        if best is None or (reentries, boxes) > (best.reentries, best.boxes):
-            best = NarrowPlan(dict(zip(cams, combo, strict=True)), wins, reentries, boxes, people)
+        return NarrowPlan(dict(zip(cams, combo, strict=True)), wins, reentries, sum(len(r) for r in rows), people)
+
+    def better(a: NarrowPlan, b: NarrowPlan | None) -> bool:
+        return b is None or (a.reentries, a.boxes) > (b.reentries, b.boxes)
+
+    best: NarrowPlan | None = None
+    if len(cams) <= EXHAUSTIVE_CAMERAS:
+        for combo in itertools.product(SIDES, repeat=len(cams)):
+            p = evaluate(combo)
+            if better(p, best):
+                best = p
+    else:
+        n = len(cams)
+        seeds = [("M",) * n, tuple("LR"[i % 2] for i in range(n)), tuple("RL"[i % 2] for i in range(n))]
+        for seed in seeds:
+            current = evaluate(seed)
+            chosen = list(seed)
+            improved = True
+            while improved:
+                improved = False
+                for i in range(n):
+                    for side in SIDES:
+                        trial_sides = [*chosen[:i], side, *chosen[i + 1 :]]
+                        trial = evaluate(tuple(trial_sides))
+                        if better(trial, current):
+                            current, chosen, improved = trial, trial_sides, True
+            if better(current, best):
+                best = current
     assert best is not None
     return best
 
