@@ -174,3 +174,66 @@ def test_rejects_misaligned_embeddings(clip: Clip) -> None:
     tracker = BotSortCameraTracker(fps=FPS)
     with pytest.raises(ValueError, match="embedding rows"):
         tracker.update(clip.frames[0], clip.detections[0], clip.embeddings[0][:-1])
+
+
+class _Counting:
+    """A real embedder that also counts the crops it described (to see which one the pipeline asked)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.crops = 0
+        self.dim = inner.dim  # type: ignore[attr-defined]
+        self.info = inner.info  # type: ignore[attr-defined]
+
+    def embed(self, crops: list[ImageBGR]) -> FloatArray:
+        self.crops += len(crops)
+        return self.inner.embed(crops)  # type: ignore[attr-defined,no-any-return]
+
+    def warmup(self) -> None:
+        self.inner.warmup()  # type: ignore[attr-defined]
+
+
+@needs_data
+def test_trackers_match_on_part_colour_while_identity_gets_its_own_vectors() -> None:
+    """By default the trackers get a cheap clothing-colour vector for every detection; the identity embedder
+    runs only on the crops the registry needs (new tracks, then every n-th frame)."""
+    from app.models.registry import build_detector, build_embedder, build_tracker_embedder
+    from app.services.environments import load_environment
+    from app.services.frame_processor import FrameProcessor
+    from app.services.homography import HomographyService
+    from app.services.reid import IdentityRegistry
+    from app.services.video_data_manager import SynchronizedReader, VideoDataManagerService
+
+    s = Settings()
+    assert s.tracker_use_appearance and s.tracker_appearance_embedder == "part_colour"
+    env = load_environment(MULTIVIEW)
+    tracker_emb = _Counting(build_tracker_embedder(s))
+    identity_emb = _Counting(build_embedder(s))
+    assert tracker_emb.dim != identity_emb.dim
+    factory = CameraTrackerFactory(s)
+    processor = FrameProcessor(
+        detector=build_detector(s),
+        embedder=identity_emb,  # type: ignore[arg-type]
+        trackers={cid: factory.create(cid, FPS) for cid in env.cameras},
+        homography=HomographyService(env),
+        identities=IdentityRegistry.from_settings(s, identity_emb.dim, env),
+        embed_every_n=5,
+        tracker_embedder=tracker_emb,  # type: ignore[arg-type]
+    )
+    reader = SynchronizedReader(VideoDataManagerService(s).open(list(env.cameras.values())), read_ahead=4)
+    reader.start()
+    detections = tracks = 0
+    try:
+        for _ in range(8):
+            gf = reader.get()
+            assert gf is not None
+            result = processor.process(gf)
+            tracks += sum(len(c.tracks) for c in result.cameras)
+            detections += sum(1 for c in result.cameras for t in c.tracks if t.detected)
+    finally:
+        reader.close()
+    assert tracks > 20
+    assert tracker_emb.crops >= detections  # every detection, every frame
+    assert 0 < identity_emb.crops < tracker_emb.crops / 2  # only what the registry needs
+    assert build_tracker_embedder(s.model_copy(update={"tracker_appearance_embedder": "identity"})) is None
+    assert build_tracker_embedder(s.model_copy(update={"tracker_use_appearance": False})) is None

@@ -139,10 +139,13 @@ class Settings(BaseSettings):
     tracker_match_thresh: float = 0.8
     tracker_appearance_thresh: float = 0.25
     tracker_proximity_thresh: float = 0.5
-    tracker_use_appearance: bool = False
-    """Feed embeddings to BoT-SORT's appearance cue. Off by default on the CPU: on the dev data it never
-    changed a match (random embeddings tracked identically), and without it only the crops the identity
-    registry needs are embedded — new tracks and a periodic gallery refresh — instead of every detection."""
+    tracker_use_appearance: bool = True
+    """Feed appearance to BoT-SORT's matching (docs/accuracy.md: PETS IDF1 69.6 → 84.8, the multi-view sets
+    unchanged on average)."""
+    tracker_appearance_embedder: Literal["part_colour", "identity"] = "part_colour"
+    """What the trackers compare: ``part_colour``, clothing colour per body part of every detection (about
+    0.1 ms a crop; the identity embedder still runs only on the crops the registry needs), or ``identity``, the
+    identity embedder on every detection (same scores on PETS, ~6× the embedding time on the CPU)."""
     reid_embed_every_n: int = 5
     """A tracked person's crop is embedded on its first frame and then every N-th frame (gallery refresh)."""
     reid_match_threshold: float = 0.85

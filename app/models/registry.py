@@ -44,6 +44,16 @@ def build_detector(settings: Settings) -> PersonDetector:
     return NanoDetDetector.from_settings(settings)
 
 
+def build_tracker_embedder(settings: Settings) -> AppearanceEmbedder | None:
+    """The descriptor the camera trackers match with, when it is not the identity embedder (None: trackers
+    without appearance, or using the identity embedder's vectors)."""
+    if not settings.tracker_use_appearance or settings.tracker_appearance_embedder == "identity":
+        return None
+    from app.models.part_colour import PartColourEmbedder
+
+    return PartColourEmbedder()
+
+
 def build_embedder(settings: Settings) -> AppearanceEmbedder:
     """``auto``/``fused``: clothing colour per body part fused with EfficientNet-Lite0; ``part_colour`` and
     ``efficientnet_lite0`` each alone; ``clip``: CLIP's image tower."""

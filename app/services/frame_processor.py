@@ -101,9 +101,13 @@ class FrameProcessor:
         identities: IdentityRegistry,
         embed_every_n: int = 5,
         motion_gate: MotionGate | None = None,
+        tracker_embedder: AppearanceEmbedder | None = None,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
+        self.tracker_embedder = tracker_embedder
+        """What trackers that use appearance get for every detection; None: the identity embedder's vectors
+        (then they are reused for the identity registry)."""
         self.trackers = trackers
         self.homography = homography
         self.identities = identities
@@ -121,13 +125,17 @@ class FrameProcessor:
         detections = self._detect(cams, images)
         ms["detect"] = _lap(t)
 
-        # A tracker that uses appearance needs every detection embedded before it runs; otherwise only the
-        # tracks the identity registry needs this frame are embedded, after tracking.
+        # A tracker that uses appearance needs every detection described before it runs (with the cheap
+        # tracker embedder when there is one); the identity registry's vectors are made after tracking, only
+        # for the tracks it needs this frame, unless the trackers' vectors are the identity embedder's.
         t = time.perf_counter()
         appearance = any(self.trackers[c].uses_appearance for c in cams)
         det_emb: list[np.ndarray | None] = (
-            list(self._embed(images, detections)) if appearance else [None] * len(cams)
+            list(self._embed(images, detections, self.tracker_embedder or self.embedder))
+            if appearance
+            else [None] * len(cams)
         )
+        reusable: list[np.ndarray | None] = det_emb if self.tracker_embedder is None else [None] * len(cams)
         ms["embed"] = _lap(t)
 
         t = time.perf_counter()
@@ -142,7 +150,7 @@ class FrameProcessor:
 
         t = time.perf_counter()
         wanted = self._tracks_to_describe(gf.index, per_cam, detections)
-        vectors = self._embed_wanted(images, detections, det_emb, wanted)
+        vectors = self._embed_wanted(images, detections, reusable, wanted)
         ms["embed"] += _lap(t)
 
         t = time.perf_counter()
@@ -232,7 +240,9 @@ class FrameProcessor:
                 out[key] = v
         return out
 
-    def _embed(self, images: list[ImageBGR], detections: list[Detections]) -> list[np.ndarray]:
+    def _embed(
+        self, images: list[ImageBGR], detections: list[Detections], embedder: AppearanceEmbedder
+    ) -> list[np.ndarray]:
         """One embedder call for every crop of every camera; rows of zeros for boxes too small to crop."""
         all_crops: list[ImageBGR] = []
         slots: list[tuple[int, int]] = []
@@ -240,10 +250,10 @@ class FrameProcessor:
             crops, kept = crop_boxes(image, det.boxes)
             all_crops.extend(crops)
             slots.extend((ci, j) for j in kept)
-        dim = self.embedder.dim
+        dim = embedder.dim
         out = [np.zeros((len(d), dim), np.float32) for d in detections]
         if all_crops:
-            vecs = self.embedder.embed(all_crops)
+            vecs = embedder.embed(all_crops)
             for (ci, j), v in zip(slots, vecs, strict=True):
                 out[ci][j] = v
         return out
