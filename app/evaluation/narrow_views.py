@@ -103,10 +103,13 @@ def plan(
     if not 0.1 <= keep < 1.0:
         raise ValueError(f"keep must be in [0.1, 1): the share of each image's width a camera keeps (got {keep})")
     cams = list(gt)
+    # each camera has only three windows: clip its ground truth once per window, not once per combination
+    windows = {(c, side): Window.of(side, widths[c], keep) for c in cams for side in SIDES}
+    clipped = {key: clip_rows(gt[key[0]], win, min_visible) for key, win in windows.items()}
 
     def evaluate(combo: tuple[str, ...]) -> NarrowPlan:
-        wins = {c: Window.of(s, widths[c], keep) for c, s in zip(cams, combo, strict=True)}
-        rows = [clip_rows(gt[c], wins[c], min_visible) for c in cams]
+        wins = {c: windows[(c, s)] for c, s in zip(cams, combo, strict=True)}
+        rows = [clipped[(c, s)] for c, s in zip(cams, combo, strict=True)]
         reentries, people = count_reentries(rows, gap_frames)
         return NarrowPlan(dict(zip(cams, combo, strict=True)), wins, reentries, sum(len(r) for r in rows), people)
 

@@ -106,11 +106,14 @@ class PairSimilarities:
     def __init__(self, capacity: int = 2000) -> None:
         self.capacity = capacity
         self._pairs: OrderedDict[tuple[object, ...], float] = OrderedDict()
+        self.version = 0
+        """Bumped by every change (a pair's value updates in place, so the size alone does not tell)."""
 
     def __len__(self) -> int:
         return len(self._pairs)
 
     def put(self, key: tuple[object, ...], sim: float) -> None:
+        self.version += 1
         self._pairs[key] = sim
         self._pairs.move_to_end(key)
         while len(self._pairs) > self.capacity:
@@ -148,15 +151,16 @@ class AppearanceEvidence:
         self.different = DifferentPeopleSimilarities(cfg.max_pairs)
         self._fit: tuple[float, float, float] | None = None
         self._fit_at = (-1, -1)
+        """Versions of both pair sets the fit was made from: refit only after a change, and after every one."""
 
     @property
     def calibrated(self) -> bool:
         return len(self.same) >= self.cfg.min_pairs and len(self.different) >= self.cfg.min_pairs
 
     def _params(self) -> tuple[float, float, float] | None:
-        sizes = (len(self.same), len(self.different))
-        if sizes != self._fit_at:
-            self._fit_at = sizes
+        versions = (self.same.version, self.different.version)
+        if versions != self._fit_at:
+            self._fit_at = versions
             self._fit = None
             if self.calibrated:
                 s, d = self.same.values(), self.different.values()
