@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -206,7 +207,7 @@ class OnnxFeatures:
         path = cache_dir / f"efficientnet-lite0-{h}x{w}-{key}.onnx"
         if not path.is_file():
             cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")  # workers sharing the cache export side by side
             with warnings.catch_warnings(), torch.inference_mode():
                 warnings.simplefilter("ignore")  # tracer notes about the fixed-size padding, expected here
                 torch.onnx.export(
