@@ -163,8 +163,20 @@ class HistoryRecorder:
             if len(self._buffer) >= self.config.batch_size:
                 self._wake.set()
 
-    def open_task(self, task: TaskState) -> TaskHistory:
-        history = TaskHistory(self, task)
+    async def flush(self, timeout: float) -> bool:
+        """Wait until every record added so far is committed to the database (or refused as invalid); False
+        on timeout or while the database is unreachable (records then wait in the spool, on this machine)."""
+        target = self.counters.produced
+        deadline = time.monotonic() + timeout
+        while self.counters.written + self.counters.rejected + self.counters.dropped < target:
+            if self._spooling or self._stopping or time.monotonic() >= deadline:
+                return False
+            self._wake.set()
+            await asyncio.sleep(0.02)
+        return True
+
+    def open_task(self, task: TaskState, epoch: int = 0) -> TaskHistory:
+        history = TaskHistory(self, task, epoch)
         history.update(task)
         return history
 
@@ -331,8 +343,10 @@ class TaskHistory:
     video time since the task's previous processed frame, which each of its sightings stands for.
     """
 
-    def __init__(self, recorder: HistoryRecorder, task: TaskState) -> None:
+    def __init__(self, recorder: HistoryRecorder, task: TaskState, epoch: int = 0) -> None:
         self.recorder = recorder
+        self.epoch = epoch
+        """Scale-out: every record carries it (fencing); 0 in the single-process server."""
         self.task_id = task.task_id
         self.environment_id = task.environment_id
         self.created_ts = task.created_at.timestamp()
@@ -346,6 +360,15 @@ class TaskHistory:
         self.started_ts = time.time() if started_ts is None else started_ts
         self._period = 1.0 / fps if fps > 0 else 0.0
         self.update(task)
+
+    @property
+    def sequence(self) -> int:
+        """Identity events recorded so far (a checkpoint keeps it)."""
+        return self._seq
+
+    def continue_sequence(self, seq: int) -> None:
+        """A resumed run numbers its identity events after those of the run it continues."""
+        self._seq = seq
 
     def frame(self, result: FrameResult) -> None:
         """The frame's tracks and identity events (``result.identity_events``)."""
@@ -372,6 +395,7 @@ class TaskHistory:
                 map_y=None if t.map_coords is None else t.map_coords[1],
                 video_ts_s=video_ts,
                 sample_s=sample,
+                epoch=self.epoch,
             )
             for cam in result.cameras
             for t in cam.tracks
@@ -391,6 +415,7 @@ class TaskHistory:
                     track_id=ev.track_id,
                     score=ev.score,
                     video_ts_s=ev.timestamp_s,
+                    epoch=self.epoch,
                 )
             )
         self.recorder.add(records)
@@ -412,6 +437,7 @@ class TaskHistory:
                     frames_processed=task.stats.frames_processed,
                     frames_skipped=task.stats.frames_skipped,
                     details=task.details[:2000],
+                    epoch=self.epoch,
                 )
             ]
         )

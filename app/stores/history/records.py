@@ -41,6 +41,8 @@ class TrackingEventRecord:
     """Timestamp of the global frame in the video (seconds from the task's first frame)."""
     sample_s: float
     """Video seconds this frame stands for: since the task's previous processed frame (skips included)."""
+    epoch: int = 0
+    """Scale-out: the run's fencing epoch; refused once a higher epoch took the task (0: not fenced)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -61,6 +63,7 @@ class IdentityEventRecord:
     track_id: int | None
     score: float | None
     video_ts_s: float
+    epoch: int = 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -80,6 +83,7 @@ class TaskRunRecord:
     frames_processed: int
     frames_skipped: int
     details: str = ""
+    epoch: int = 0
 
 
 Record = TrackingEventRecord | IdentityEventRecord | TaskRunRecord

@@ -4,6 +4,11 @@ Both speak SQLAlchemy Core over an async driver (asyncpg, aiosqlite) and differ 
 construct, connection set-up and TimescaleDB. Writes are idempotent: tracking and identity events are
 inserted with ON CONFLICT DO NOTHING on their deterministic keys, and a task run is upserted only by a newer
 state, so replaying a batch (after an outage, or a crash between insert and spool delete) changes nothing.
+
+Fencing (scale-out): records carry their run's epoch; a write reads the runs' epochs ``FOR SHARE`` in its
+transaction and drops records of a lower epoch, and ``fence_task`` (a worker taking a task over) raises the
+run's epoch and deletes what the previous run wrote after the checkpoint, under the row lock: no stale row
+lands after a takeover, and none beyond the checkpoint survives it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, ClassVar, Protocol
 
-from sqlalchemy import Table, event, text
+from sqlalchemy import Table, delete, event, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -35,6 +40,10 @@ from app.stores.history.tables import identity_events, task_runs, tracking_event
 from app.stores.history.timescale import aggregate_ready, apply_timescale, describe_timescale
 
 log = logging.getLogger(__name__)
+
+
+class StaleEpochError(RuntimeError):
+    """Another worker took the task with a higher epoch."""
 
 
 class HistoryRepository(Protocol):
@@ -59,6 +68,11 @@ class HistoryRepository(Protocol):
 
     async def write(self, records: Sequence[Record]) -> None:
         """All records in one transaction; writing the same records again stores nothing new."""
+        ...
+
+    async def fence_task(self, run: TaskRunRecord, after_video_ts_s: float | None) -> None:
+        """Scale-out takeover: raise the run's epoch, drop its events after the checkpoint (``StaleEpochError``
+        when a higher epoch holds it)."""
         ...
 
     async def ping(self) -> None: ...
@@ -95,6 +109,8 @@ class SqlHistoryRepository:
     backend: ClassVar[str]
 
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self.fenced = 0
+        """Records refused because a newer run (higher epoch) of their task took over."""
         self.engine = engine
         self.settings = settings
         self.display_url = engine.url.render_as_string(hide_password=True)
@@ -135,19 +151,54 @@ class SqlHistoryRepository:
         raise NotImplementedError
 
     async def write(self, records: Sequence[Record]) -> None:
+        async with self.engine.begin() as conn:
+            if any(r.epoch for r in records):
+                records = await self._drop_fenced(conn, records)
+            await self._write_on(conn, records)
+
+    async def _drop_fenced(self, conn: AsyncConnection, records: Sequence[Record]) -> list[Record]:
+        ids = sorted({r.task_id for r in records if r.epoch})
+        query = select(task_runs.c.task_id, task_runs.c.epoch).where(task_runs.c.task_id.in_(ids))
+        current = {row.task_id: row.epoch for row in await conn.execute(query.with_for_update(read=True))}
+        kept = [r for r in records if not r.epoch or r.epoch >= current.get(r.task_id, 0)]
+        if len(kept) < len(records):
+            self.fenced += len(records) - len(kept)
+            log.warning("history: %d records of a superseded run (lower epoch) refused", len(records) - len(kept))
+        return kept
+
+    async def fence_task(self, run: TaskRunRecord, after_video_ts_s: float | None) -> None:
+        """A worker takes the task over with ``run.epoch``: raise the run's epoch (refusing a stale taker),
+        and delete the events recorded after ``after_video_ts_s`` (all of them when None: it starts over)."""
+        async with self.engine.begin() as conn:
+            query = select(task_runs.c.epoch).where(task_runs.c.task_id == run.task_id).with_for_update()
+            row = (await conn.execute(query)).first()
+            if row is not None and row.epoch > run.epoch:
+                raise StaleEpochError(f"task {run.task_id} is at epoch {row.epoch}, not {run.epoch}")
+            if row is None:
+                await conn.execute(self._upsert_run(run))
+            else:
+                await conn.execute(
+                    update(task_runs).where(task_runs.c.task_id == run.task_id).values(epoch=run.epoch)
+                )
+            for table in (tracking_events, identity_events):
+                stmt = delete(table).where(table.c.task_id == run.task_id)
+                if after_video_ts_s is not None:
+                    stmt = stmt.where(table.c.video_ts_s > after_video_ts_s)
+                await conn.execute(stmt)
+
+    async def _write_on(self, conn: AsyncConnection, records: Sequence[Record]) -> None:
         tracking = [_tracking_row(r) for r in records if isinstance(r, TrackingEventRecord)]
         identity = [_identity_row(r) for r in records if isinstance(r, IdentityEventRecord)]
         runs: dict[str, TaskRunRecord] = {}
         for r in records:
             if isinstance(r, TaskRunRecord) and (r.task_id not in runs or runs[r.task_id].updated_ts <= r.updated_ts):
                 runs[r.task_id] = r
-        async with self.engine.begin() as conn:
-            if tracking:
-                await conn.execute(self._insert(tracking_events).on_conflict_do_nothing(), tracking)
-            if identity:
-                await conn.execute(self._insert(identity_events).on_conflict_do_nothing(), identity)
-            for run in runs.values():
-                await conn.execute(self._upsert_run(run))
+        if tracking:
+            await conn.execute(self._insert(tracking_events).on_conflict_do_nothing(), tracking)
+        if identity:
+            await conn.execute(self._insert(identity_events).on_conflict_do_nothing(), identity)
+        for run in runs.values():
+            await conn.execute(self._upsert_run(run))
 
     def _upsert_run(self, run: TaskRunRecord) -> Insert:
         row = _task_run_row(run)
@@ -157,7 +208,8 @@ class SqlHistoryRepository:
         return stmt.on_conflict_do_update(
             index_elements=[task_runs.c.task_id],
             set_=updated,
-            where=task_runs.c.updated_ts <= excluded.updated_ts,
+            where=(task_runs.c.epoch < excluded.epoch)
+            | ((task_runs.c.epoch == excluded.epoch) & (task_runs.c.updated_ts <= excluded.updated_ts)),
         )
 
     async def ping(self) -> None:
@@ -315,4 +367,5 @@ def _task_run_row(r: TaskRunRecord) -> dict[str, Any]:
         "updated_ts": r.updated_ts,
         "frames_processed": r.frames_processed,
         "frames_skipped": r.frames_skipped,
+        "epoch": r.epoch,
     }

@@ -115,5 +115,6 @@ task_runs = Table(
     Column("updated_ts", Double(), nullable=False),
     Column("frames_processed", Integer(), nullable=False),
     Column("frames_skipped", Integer(), nullable=False),
+    Column("epoch", Integer(), nullable=False, server_default="0"),
     Index("ix_task_runs_env_created", "environment_id", "created_at"),
 )
