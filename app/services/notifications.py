@@ -303,12 +303,17 @@ class NotificationHub:
         ch = self._channels.get(task_id)
         return ch.latency.percentiles() if ch else {}
 
-    def close_task(self, task_id: str) -> None:
-        """Tell every client the task has ended; later subscribers get the last status and a close."""
+    def close_task(self, task_id: str, publish: bool = True) -> None:
+        """Tell every client here the task has ended; later subscribers get the last status and a close.
+        ``publish=False`` (scale-out: the task continues on another worker): other processes' clients are not
+        told it ended; this process only stops publishing it."""
         ch = self._ch(task_id)
         self._close(ch)
         if self._live is not None and ch.sink is None:
-            self._live.publish(task_id, LiveClose())
+            if publish:
+                self._live.publish(task_id, LiveClose())
+            else:
+                self._live.release_task(task_id)
 
     def _close(self, ch: _Channel, reason: str = "") -> None:
         ch.closed, ch.close_reason, ch.closed_at = True, reason, time.monotonic()

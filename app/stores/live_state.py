@@ -98,9 +98,18 @@ class LiveStateStore(Protocol):
     def health(self) -> LiveStateHealth: ...
 
     # -- the process that runs a task --------------------------------------------------------------
-    def register_task(self, task_id: str, snapshot: SnapshotFn) -> None:
+    def register_task(self, task_id: str, snapshot: SnapshotFn, epoch: int = 0) -> None:
         """This process runs the task; ``snapshot()`` is its status (JSON-able), re-read on every status
-        message, periodically and at the close."""
+        message, periodically and at the close. ``epoch`` > 0 (scale-out) fences: once a process registered
+        the task with a higher epoch, nothing more of this one reaches the store or its followers."""
+
+    def announce_task(self, task_id: str, snapshot: dict[str, Any]) -> None:
+        """Write a snapshot of a task another process will run (scale-out: queued), so that clients can follow
+        it before it starts; no heartbeat."""
+
+    def release_task(self, task_id: str) -> None:
+        """Stop publishing the task (snapshot, heartbeat) without ending its stream: another process takes it
+        over (scale-out)."""
 
     def publish(self, task_id: str, event: LiveEvent) -> None:
         """Record and fan out one event; never blocks. ``LiveClose`` ends the task's registration."""
@@ -145,6 +154,7 @@ def build_live_state(settings: Settings) -> LiveStateStore:
             queue_size=settings.live_publish_queue_size,
             owner_timeout_s=settings.live_owner_timeout_s,
             timeout_s=settings.redis_timeout_s,
+            owner_lost="close" if not settings.nats_url else "resume",
         )
     from app.stores.memory_live_state import InProcessLiveState
 

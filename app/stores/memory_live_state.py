@@ -59,9 +59,15 @@ class InProcessLiveState:
         )
 
     # -- producer ----------------------------------------------------------------------------------
-    def register_task(self, task_id: str, snapshot: SnapshotFn) -> None:
+    def register_task(self, task_id: str, snapshot: SnapshotFn, epoch: int = 0) -> None:
         self._owned[task_id] = snapshot
         self._touch(task_id).snapshot = snapshot()
+
+    def announce_task(self, task_id: str, snapshot: dict[str, Any]) -> None:
+        self._touch(task_id).snapshot = snapshot
+
+    def release_task(self, task_id: str) -> None:
+        self._owned.pop(task_id, None)
 
     def publish(self, task_id: str, event: LiveEvent) -> None:
         e = self._touch(task_id)

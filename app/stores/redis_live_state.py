@@ -12,6 +12,7 @@ last write:
 ``P:task:T:closed``       present once the task's stream ended
 ``P:task:T:alive``        heartbeat of the process running the task (expires after ``owner_timeout_s``)
 ``P:task:T:low``          a follower has a constrained client (expires after 3 s)
+``P:task:T:epoch``        scale-out: the highest epoch a process registered the task with (fencing)
 ``P:task:T:bus``          pub/sub channel: frames, JSON messages and the close, in publishing order
 ========================  ==========================================================================
 
@@ -25,6 +26,13 @@ Pub/sub is fire-and-forget: a follower that was disconnected misses what was pub
 catches up with the next frames; the close it may have missed is found by its watchdog (``closed`` key),
 which also closes followers of a task whose process stopped refreshing ``alive`` (missing at two checks
 ``owner_timeout_s / 2`` apart, so a follower gives up between one and two owner timeouts after the last beat).
+With scale-out (``owner_lost="resume"``) a follower does not give up: another worker takes the task over, so
+its clients get a ``status_update`` saying ``RESUMING`` and stay connected; only the close ends the stream.
+
+Fencing (scale-out): a task registered with an epoch is written in a transaction that watches
+``P:task:T:epoch``; a batch of a process whose epoch is below the key's is dropped (counted as ``fenced``), so
+a worker that was frozen past its lease cannot put a stale frame in front of anyone, even with writes it had
+queued before it froze.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from app.stores.live_codec import decode_event, encode_event, identity_summary, tracks_by_camera
 from app.stores.live_state import (
@@ -73,6 +81,8 @@ class _Item:
     snapshot: dict[str, Any] | None = None
     low_request: bool = False
     done: asyncio.Future[None] | None = None
+    announce: bool = False
+    """A snapshot of a task another process will run: no heartbeat."""
 
     @property
     def droppable(self) -> bool:
@@ -102,6 +112,7 @@ class RedisLiveState:
         queue_size: int = 256,
         owner_timeout_s: float = 10.0,
         timeout_s: float = 2.0,
+        owner_lost: Literal["close", "resume"] = "close",
     ) -> None:
         if ttl_s <= 0 or owner_timeout_s <= 0 or timeout_s <= 0 or queue_size < 1:
             raise ValueError("live state TTL, owner timeout and Redis timeout must be > 0, queue size >= 1")
@@ -126,6 +137,11 @@ class RedisLiveState:
         self._queue: deque[_Item] = deque()
         self._droppable = 0
         self._owned: dict[str, SnapshotFn] = {}
+        self._epochs: dict[str, int] = {}
+        """Epoch of each task this process registered with one (scale-out); kept after the close for late
+        writes of the same run."""
+        self._owner_lost = owner_lost
+        self._resuming_sent: set[str] = set()
         self._wants_low: set[str] = set()
         self._wake = asyncio.Event()
         # follower side
@@ -141,7 +157,9 @@ class RedisLiveState:
         # health
         self.connected = False
         self.detail = "not started"
-        self.counters = {"published": 0, "dropped": 0, "write_errors": 0, "received": 0, "bad_records": 0}
+        self.counters = {
+            "published": 0, "dropped": 0, "write_errors": 0, "received": 0, "bad_records": 0, "fenced": 0,
+        }
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._unfollowing: set[asyncio.Task[None]] = set()
@@ -212,9 +230,20 @@ class RedisLiveState:
         self.connected, self.detail = False, detail
 
     # -- producer ----------------------------------------------------------------------------------
-    def register_task(self, task_id: str, snapshot: SnapshotFn) -> None:
+    def register_task(self, task_id: str, snapshot: SnapshotFn, epoch: int = 0) -> None:
         self._owned[task_id] = snapshot
+        if epoch > 0:
+            if len(self._epochs) > 10_000:  # bounded: the oldest runs' epochs go first
+                del self._epochs[next(iter(self._epochs))]
+            self._epochs[task_id] = epoch
         self._append(_Item(task_id, snapshot=snapshot()))
+
+    def announce_task(self, task_id: str, snapshot: dict[str, Any]) -> None:
+        self._append(_Item(task_id, snapshot=snapshot, announce=True))
+
+    def release_task(self, task_id: str) -> None:
+        self._owned.pop(task_id, None)
+        self._wants_low.discard(task_id)
 
     def publish(self, task_id: str, event: LiveEvent) -> None:
         snap = None
@@ -298,7 +327,42 @@ class RedisLiveState:
                     it.done.set_result(None)
 
     async def _write(self, batch: list[_Item]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
+        fenced = {it.task_id: self._epochs[it.task_id] for it in batch if it.task_id in self._epochs}
+        if not fenced:
+            pipe = self._redis.pipeline(transaction=False)
+            self._queue_writes(pipe, batch)
+            if len(pipe):
+                await pipe.execute()
+            return
+        for _ in range(5):
+            try:
+                await self._write_fenced(batch, fenced)
+                return
+            except WatchError:  # another process registered one of these tasks meanwhile: look again
+                continue
+        raise RedisError("fenced write: epoch keys kept changing")
+
+    async def _write_fenced(self, batch: list[_Item], epochs: dict[str, int]) -> None:
+        """Write ``batch`` unless a higher epoch registered its tasks; atomic with the epoch check."""
+        keys = {tid: self.key(tid, "epoch") for tid in epochs}
+        async with self._redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(*keys.values())
+            current = await pipe.mget(list(keys.values()))
+            stale = {tid for tid, cur in zip(keys, current, strict=True) if cur is not None and int(cur) > epochs[tid]}
+            pipe.multi()
+            for tid, key in keys.items():
+                if tid not in stale:
+                    pipe.set(key, str(epochs[tid]), px=self._ttl_ms)
+            kept = [it for it in batch if it.task_id not in stale]
+            if len(kept) < len(batch):
+                self.counters["fenced"] += len(batch) - len(kept)
+                for tid in stale:
+                    self._owned.pop(tid, None)
+                    log.warning("task %s: a newer worker runs it; %s's writes are dropped", tid, "this process")
+            self._queue_writes(pipe, kept)
+            await pipe.execute()
+
+    def _queue_writes(self, pipe: Any, batch: list[_Item]) -> None:
         ttl = self._ttl_ms
         for it in batch:
             if not it.task_id:
@@ -308,7 +372,7 @@ class RedisLiveState:
                 continue
             if it.snapshot is not None:
                 pipe.set(self.key(it.task_id), json.dumps(it.snapshot), px=ttl)
-                if it.event is None:  # registration: the task is alive from now on
+                if it.event is None and not it.announce:  # registration: the task is alive from now on
                     pipe.set(self.key(it.task_id, "alive"), b"1", px=self._owner_ms)
             ev = it.event
             if ev is None:
@@ -325,8 +389,6 @@ class RedisLiveState:
                 pipe.set(self.key(it.task_id, "closed"), b"1", px=ttl)
                 pipe.delete(self.key(it.task_id, "alive"))
             pipe.publish(self.key(it.task_id, "bus"), record)
-        if len(pipe):
-            await pipe.execute()
 
     def _text_state(self, pipe: Any, task_id: str, ev: LiveText) -> None:
         ttl = self._ttl_ms
@@ -345,13 +407,18 @@ class RedisLiveState:
         """Refresh the snapshots and heartbeats of the tasks running here; learn which want low variants."""
         owned = list(self._owned.items())
         pipe = self._redis.pipeline(transaction=False)
+        low_at: list[int] = []
         for tid, fn in owned:
-            pipe.set(self.key(tid), json.dumps(fn()), px=self._ttl_ms)
-            pipe.set(self.key(tid, "alive"), b"1", px=self._owner_ms)
+            if tid in self._epochs:  # fenced: through the writer's epoch check
+                self._append(_Item(tid, snapshot=fn()))
+            else:
+                pipe.set(self.key(tid), json.dumps(fn()), px=self._ttl_ms)
+                pipe.set(self.key(tid, "alive"), b"1", px=self._owner_ms)
+            low_at.append(len(pipe))
             pipe.exists(self.key(tid, "low"))
         results = await pipe.execute()
         self._up()
-        self._wants_low = {tid for (tid, _), low in zip(owned, results[2::3], strict=True) if low}
+        self._wants_low = {tid for (tid, _), i in zip(owned, low_at, strict=True) if results[i]}
 
     # -- readers -----------------------------------------------------------------------------------
     async def _read(self, fn: Any) -> Any:
@@ -431,6 +498,7 @@ class RedisLiveState:
             if current is None or current[1] is not sink:
                 return
             del self._followers[channel]
+            self._resuming_sent.discard(task_id)
             self._confirmed.pop(channel, None)
             self._low_requested.pop(task_id, None)
             self._missing.discard(task_id)
@@ -514,22 +582,46 @@ class RedisLiveState:
         for tid, _ in followed:
             pipe.exists(self.key(tid, "closed"))
             pipe.exists(self.key(tid, "alive"))
+            pipe.exists(self.key(tid, "epoch"))
         results = await asyncio.wait_for(pipe.execute(), self._timeout)
         self._up()
-        for (tid, sink), closed, alive in zip(followed, results[::2], results[1::2], strict=True):
+        for (tid, sink), closed, alive, started in zip(
+            followed, results[::3], results[1::3], results[2::3], strict=True
+        ):
             # Acted on only when seen at two checks in a row: a close may still be on its way through the
             # channel behind the task's last messages, and a missing heartbeat may be a Redis that just
-            # restarted empty.
-            suspect = bool(closed) or not alive
+            # restarted empty. A queued task (scale-out: no worker took it yet) has no heartbeat to miss.
+            suspect = bool(closed) or (not alive and (self._owner_lost == "close" or bool(started)))
             if not suspect:
                 self._missing.discard(tid)
+                self._resuming_sent.discard(tid)
                 continue
             if tid not in self._missing:
                 self._missing.add(tid)
                 continue
             self._missing.discard(tid)
+            if not closed and self._owner_lost == "resume":
+                if tid not in self._resuming_sent:
+                    self._resuming_sent.add(tid)
+                    await self._tell_resuming(tid, sink)
+                continue
             sink(LiveClose("" if closed else OWNER_GONE))
             self._end_follow(tid, sink)
+
+    async def _tell_resuming(self, task_id: str, sink: LiveSink) -> None:
+        """Scale-out: the worker stopped beating; the queue gives the task to another worker (or fails it, and
+        then the close comes). Clients get the latest ``status_update`` with status ``RESUMING``."""
+        raw = await asyncio.wait_for(self._redis.get(self.key(task_id, "status")), self._timeout)
+        try:
+            status: dict[str, Any] = json.loads(raw) if raw else {"type": "status_update", "task_id": task_id}
+        except ValueError:
+            status = {"type": "status_update", "task_id": task_id}
+        status.update(
+            status="RESUMING",
+            current_step="resuming",
+            details="the worker running this task stopped responding: another worker takes it over",
+        )
+        sink(LiveText(json.dumps(status), "status_update"))
 
     def _end_follow(self, task_id: str, sink: LiveSink) -> None:
         t = asyncio.get_running_loop().create_task(self.unfollow(task_id, sink))
