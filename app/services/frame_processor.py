@@ -8,7 +8,9 @@ JPEG encoding (``encode_frame``) is separate so it can run in a pool while the m
 from __future__ import annotations
 
 import math
+import pickle
 import time
+import zlib
 from dataclasses import dataclass, field
 
 import cv2
@@ -115,6 +117,21 @@ class FrameProcessor:
         self._described: dict[tuple[str, int], tuple[int, int]] = {}
         self.motion_gate = motion_gate
         self._last_detections: dict[str, Detections] = {}
+
+    def export_state(self) -> bytes:
+        """Everything this processor learnt (camera trackers, identity registry): a checkpoint's payload, so a
+        task resumed on another worker keeps its track and global ids. Models are not part of it."""
+        state = (self.trackers, self.identities, self._described, self.motion_gate, self._last_detections)
+        return zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+    def restore_state(self, blob: bytes) -> None:
+        """Take over what ``export_state`` saved (from this deployment's own object store only: it is a
+        pickle)."""
+        trackers, identities, described, gate, last = pickle.loads(zlib.decompress(blob))
+        if set(trackers) != set(self.trackers):
+            raise ValueError(f"checkpoint has cameras {sorted(trackers)}, the task {sorted(self.trackers)}")
+        self.trackers, self.identities, self._described = trackers, identities, described
+        self.motion_gate, self._last_detections = gate, last
 
     def process(self, gf: GlobalFrame) -> FrameResult:
         ms: dict[str, float] = {}

@@ -37,6 +37,7 @@ from app.services.motion_gate import MotionGate
 from app.services.notifications import FrameMessage, NotificationHub
 from app.services.processing_task import TaskState, TaskStatus
 from app.services.reid import IdentityRegistry
+from app.services.run_control import Checkpoint, LeaseLostError, RunControl
 from app.services.video_data_manager import FrameSource, SynchronizedReader, VideoDataManagerService
 from app.services.video_sources.base import DownloadProgress
 from app.utils.loop_monitor import LoopLagMonitor
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 2
+FINAL_FLUSH_S = 5.0
+"""How long a task that ends waits for its history to be committed before it says so."""
 MODEL_STAGES = ("detect", "embed")
 
 
@@ -62,8 +65,14 @@ class PipelineOrchestrator:
         encoder: FrameEncoder | None = None,
         history: HistoryRecorder | None = None,
         metrics: PipelineMetrics | None = None,
+        control: RunControl | None = None,
     ) -> None:
         self.task = task
+        self.control = control
+        """Scale-out: the lease (fencing), checkpoints and the resume point; None in the single-process server."""
+        self.outcome = "finished"
+        """``finished`` (completed, failed, stopped), ``handed_back`` (checkpointed for another worker) or
+        ``lease_lost`` (another worker may run it: this run published nothing after it noticed)."""
         self.metrics = metrics
         self.history = history
         self._history: TaskHistory | None = None
@@ -82,6 +91,7 @@ class PipelineOrchestrator:
         self._model_ms_total = 0.0
         self._sleep_s = 0.0
         self._started_at: float | None = None
+        self._playback_started_ts = time.time()
         self._skipped_at_last_status = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -89,7 +99,11 @@ class PipelineOrchestrator:
         task = self.task
         try:
             if self.history is not None:
-                self._history = self.history.open_task(task)
+                self._history = self.history.open_task(task, task.epoch)
+            resume = self.control.resume if self.control is not None else None
+            if resume is not None:  # clients see the takeover before the first resumed frame
+                task.set(TaskStatus.RESUMING, "resuming", f"worker {task.worker_id} resumes after frame {resume.frame}")
+                self.hub.publish_json(task.task_id, self.status_message())
             task.set(TaskStatus.INITIALIZING, "waiting for models")
             await self.components.wait_loaded()
             if not self.components.essentials_ready():
@@ -101,8 +115,15 @@ class PipelineOrchestrator:
             if sources is None:  # stopped while the first sub-videos were downloading
                 task.set(TaskStatus.STOPPED, "stopped", "stopped on request")
                 return
-            reader = SynchronizedReader(sources, read_ahead=self.settings.read_ahead_frames)
             processor = self._build_processor()
+            if resume is not None:
+                task.set(step="restoring checkpoint", details=f"resuming after frame {resume.frame}")
+                await asyncio.to_thread(processor.restore_state, resume.state)
+            reader = SynchronizedReader(
+                sources,
+                read_ahead=self.settings.read_ahead_frames,
+                start_frame=0 if resume is None else resume.frame + 1,
+            )
             reader.start()
             try:
                 await self._loop(reader, processor)
@@ -110,20 +131,31 @@ class PipelineOrchestrator:
                 await asyncio.to_thread(reader.close)
             if self.stop_requested.is_set():
                 task.set(TaskStatus.STOPPED, "stopped", "stopped on request")
+            elif self.outcome == "handed_back":
+                task.set(TaskStatus.RESUMING, "resuming", "handed back to the queue: another worker continues it")
             else:
                 task.progress = 1.0
                 task.set(TaskStatus.COMPLETED, "completed", "all frames played")
         except asyncio.CancelledError:
             task.set(TaskStatus.STOPPED, "stopped", "cancelled")
             raise
+        except LeaseLostError as exc:
+            self.outcome = "lease_lost"
+            log.warning("task %s: stopped without a trace, the lease is gone: %s", task.task_id, exc)
         except Exception as exc:
             log.exception("task %s failed", task.task_id)
             task.set(TaskStatus.FAILED, "failed", f"{type(exc).__name__}: {exc}")
         finally:
-            if self._history is not None:
-                self._history.update(task)
-            self.hub.publish_json(task.task_id, self.status_message())
-            self.hub.close_task(task.task_id)
+            if self.outcome == "lease_lost":
+                self.hub.close_task(task.task_id, publish=False)
+            else:
+                if self._history is not None and self.outcome == "finished":
+                    self._history.update(task)
+                    if self.history is not None and task.current_step != "cancelled":
+                        # the final status promises committed history: analytics right after it see all
+                        await self.history.flush(timeout=FINAL_FLUSH_S)
+                self.hub.publish_json(task.task_id, self.status_message())
+                self.hub.close_task(task.task_id, publish=self.outcome == "finished")
 
     async def _open_sources(self, cams: list[CameraSpec]) -> list[FrameSource] | None:
         """The cameras' sources, or None when stopped first. While remote sub-videos arrive the task is
@@ -189,11 +221,21 @@ class PipelineOrchestrator:
         speed = self.settings.playback_speed
         period = 1.0 / reader.fps
         total = reader.total_frames
-        task.set(TaskStatus.PROCESSING, "processing")
+        control = self.control
+        resume = control.resume if control is not None else None
+        task.set(TaskStatus.PROCESSING, "processing", "" if resume is None else f"resumed after frame {resume.frame}")
+        if resume is not None:
+            self._restore_stats(resume)
         if self._history is not None:
-            self._history.started(task, reader.fps)
+            self._history.started(task, reader.fps, None if resume is None else resume.playback_started_ts)
+            if resume is not None:
+                self._history.continue_sequence(resume.identity_seq)
         start = self._started_at = time.monotonic()
+        self._playback_started_ts = time.time() if resume is None else resume.playback_started_ts
+        if resume is not None and speed > 0:  # as if live: the frame after the checkpoint is due now
+            start -= (resume.frame + 1) / reader.fps / speed
         next_status = start
+        next_checkpoint = time.monotonic() + (control.checkpoint_interval_s if control is not None else 0.0)
         in_flight: deque[asyncio.Task[None]] = deque()
         pool = ThreadPoolExecutor(max(1, self.settings.encode_workers), thread_name_prefix="jpeg")
         try:
@@ -226,6 +268,12 @@ class PipelineOrchestrator:
                 if time.monotonic() >= next_status:
                     self._on_status_tick()
                     next_status = time.monotonic() + self.settings.status_interval_s
+                if control is not None and (time.monotonic() >= next_checkpoint or control.hand_back.is_set()):
+                    saved = await self._checkpoint(control, in_flight, processor, gf.index, gf.timestamp_s)
+                    next_checkpoint = time.monotonic() + control.checkpoint_interval_s
+                    if saved and control.hand_back.is_set() and not self.stop_requested.is_set():
+                        self.outcome = "handed_back"
+                        break
             for t in in_flight:
                 await t
         finally:
@@ -233,7 +281,50 @@ class PipelineOrchestrator:
                 t.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
 
+    async def _checkpoint(
+        self,
+        control: RunControl,
+        in_flight: deque[asyncio.Task[None]],
+        processor: FrameProcessor,
+        frame: int,
+        video_ts_s: float,
+    ) -> bool:
+        """Save a resume point after ``frame``: once its history (and all before it) is committed, so a resumed
+        run neither repeats nor misses a record. False when the history could not be committed in time (the
+        previous checkpoint stays)."""
+        while in_flight:
+            await in_flight.popleft()
+        if not control.holds_lease():
+            raise LeaseLostError("lease lost before a checkpoint")
+        if self.history is not None and not await self.history.flush(timeout=max(2.0, control.checkpoint_interval_s)):
+            log.warning("task %s: history not committed in time; checkpoint after frame %d skipped",
+                        self.task.task_id, frame)
+            return False
+        st = self.task.stats
+        t0 = time.perf_counter()
+        checkpoint = Checkpoint(
+            frame=frame,
+            video_ts_s=video_ts_s,
+            playback_started_ts=self._playback_started_ts,
+            identity_seq=self._history.sequence if self._history is not None else 0,
+            frames_processed=st.frames_processed,
+            frames_skipped=st.frames_skipped,
+            camera_frames=dict(st.camera_frames),
+            state=processor.export_state(),  # between frames: the models thread is idle
+        )
+        await control.save_checkpoint(checkpoint)
+        self._stage_ms.setdefault("checkpoint", deque(maxlen=50)).append((time.perf_counter() - t0) * 1000.0)
+        return True
+
+    def _restore_stats(self, resume: Checkpoint) -> None:
+        st = self.task.stats
+        st.frames_processed = resume.frames_processed
+        st.frames_skipped = resume.frames_skipped
+        st.camera_frames = dict(resume.camera_frames)
+
     def _on_status_tick(self) -> None:
+        if self.control is not None and not self.control.holds_lease():
+            raise LeaseLostError("lease lost: status not published")
         st = self.task.stats
         self.quality.update(st.frames_skipped - self._skipped_at_last_status)
         self._skipped_at_last_status = st.frames_skipped
@@ -270,6 +361,8 @@ class PipelineOrchestrator:
     ) -> None:
         task = self.task
         tid = task.task_id
+        if self.control is not None and not self.control.holds_lease():
+            raise LeaseLostError("lease lost: frame not published")
         for enc in encoded:
             self.hub.publish_frame(tid, FrameMessage(enc.camera_id, enc.message, decoded_at, enc.low))
         self.hub.publish_json(tid, self.tracking_message(result))
@@ -319,6 +412,12 @@ class PipelineOrchestrator:
 
     # -- messages -------------------------------------------------------------------------------
     def tracking_message(self, result: FrameResult) -> dict[str, Any]:
+        message = self._tracking_message(result)
+        if self.control is not None:  # scale-out: which run of the task made it (docs/protocol.md)
+            message["epoch"] = self.control.epoch
+        return message
+
+    def _tracking_message(self, result: FrameResult) -> dict[str, Any]:
         return {
             "type": "tracking_update",
             "task_id": self.task.task_id,
@@ -372,4 +471,9 @@ class PipelineOrchestrator:
             "cpu_percent": psutil.cpu_percent(interval=None),
             "gpu": gpu_summary(),
             "detector": {"name": det.info.get("name"), "device": det.device, "precision": det.info.get("precision")},
+            **(
+                {"worker_id": t.worker_id, "epoch": t.epoch, "resumed_from_frame": t.resumed_from_frame}
+                if self.control is not None
+                else {}
+            ),
         }

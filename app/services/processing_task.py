@@ -14,6 +14,8 @@ class TaskStatus(StrEnum):
     DOWNLOADING = "DOWNLOADING"
     EXTRACTING = "EXTRACTING"
     PROCESSING = "PROCESSING"
+    RESUMING = "RESUMING"
+    """Scale-out: its worker was lost or handed it back; another worker continues it from a checkpoint."""
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     STOPPED = "STOPPED"
@@ -63,6 +65,14 @@ class TaskState:
     updated_at: datetime = field(default_factory=utcnow)
     stats: TaskStats = field(default_factory=TaskStats)
     extra: dict[str, Any] = field(default_factory=dict)
+    worker_id: str | None = None
+    """The worker running it (scale-out); None in the single-process server."""
+    epoch: int = 0
+    """How many times a worker took it (scale-out): its fencing epoch."""
+    resumed_from_frame: int | None = None
+    """After a resume on another worker: the global frame it continued after (its last checkpoint)."""
+    queue_position: int | None = None
+    """While QUEUED in a cluster: 1 for the next task a worker takes."""
 
     def set(self, status: TaskStatus | None = None, step: str | None = None, details: str | None = None) -> None:
         if status is not None:

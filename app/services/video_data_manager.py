@@ -212,7 +212,7 @@ class SynchronizedReader:
     decoders wait instead of piling up frames.
     """
 
-    def __init__(self, sources: list[FrameSource], read_ahead: int = 4) -> None:
+    def __init__(self, sources: list[FrameSource], read_ahead: int = 4, start_frame: int = 0) -> None:
         if not sources:
             raise ValueError("no cameras to read")
         self._sources = sources
@@ -221,6 +221,8 @@ class SynchronizedReader:
             (int(s.frame_count * self.fps / s.fps) for s in sources if s.frame_count > 0), default=0
         )
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, read_ahead))
+        self.start_frame = max(0, start_frame)
+        """Global frames before this one are decoded (to stay aligned) but not yielded: a resumed task."""
         self._stop = threading.Event()
         self._stop_decoders = threading.Event()
         self._error: BaseException | None = None
@@ -255,7 +257,9 @@ class SynchronizedReader:
                         frames[cid] = nxt
                         nxt = d.read()
                     pending[cid] = nxt
-                if frames:
+                if frames and g < self.start_frame:
+                    pass
+                elif frames:
                     if not self._put(GlobalFrame(g, t, frames)):
                         return
                 elif all(p is None for p in pending.values()):

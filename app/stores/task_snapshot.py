@@ -24,6 +24,10 @@ def snapshot_of(task: TaskState) -> dict[str, Any]:
         "created_at": task.created_at.isoformat(),
         "updated_at": task.updated_at.isoformat(),
         "stats": dataclasses.asdict(task.stats),
+        "worker_id": task.worker_id,
+        "epoch": task.epoch,
+        "resumed_from_frame": task.resumed_from_frame,
+        "queue_position": task.queue_position,
     }
 
 
@@ -42,6 +46,10 @@ def task_from_snapshot(data: dict[str, Any]) -> TaskState:
             created_at=datetime.fromisoformat(data["created_at"]),
             updated_at=datetime.fromisoformat(data["updated_at"]),
             stats=TaskStats(**stats),
+            worker_id=None if data.get("worker_id") is None else str(data["worker_id"]),
+            epoch=int(data.get("epoch") or 0),
+            resumed_from_frame=None if data.get("resumed_from_frame") is None else int(data["resumed_from_frame"]),
+            queue_position=None if data.get("queue_position") is None else int(data["queue_position"]),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a task snapshot: {exc}") from exc
