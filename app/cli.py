@@ -33,6 +33,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = Settings()
     settings.extra_environments = [*settings.extra_environments, *[Path(p) for p in args.environment]]
+    if args.role:
+        if not settings.nats_url:
+            print(f"spoton serve --role {args.role}: set SPOTON_NATS_URL (the cluster's task queue)", file=sys.stderr)
+            return 2
+        settings.role = args.role
     host = args.host or settings.host
     port = args.port or settings.port
     if args.frontend_compat:
@@ -43,6 +48,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(uvicorn_config(create_app(settings), host, port, settings.log_level))
     server.run()
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.services.cluster.worker_process import run_worker
+
+    settings = Settings()
+    if not settings.nats_url:
+        print("spoton worker: set SPOTON_NATS_URL (the cluster's task queue; docs/scale-out.md)", file=sys.stderr)
+        return 2
+    settings.extra_environments = [*settings.extra_environments, *[Path(p) for p in args.environment]]
+    settings.role = "worker"
+    if args.slots is not None:
+        if args.slots < 1:
+            print("spoton worker: --slots must be at least 1", file=sys.stderr)
+            return 2
+        settings.worker_slots = args.slots
+    if args.worker_id:
+        settings.worker_id = args.worker_id
+    setup_logging(settings.log_level)
+    return asyncio.run(run_worker(settings))
 
 
 def build_demo(settings: Settings, force: bool = False, max_frames: int | None = None) -> Path:
@@ -447,7 +472,25 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help="environment file or dataset folder to serve (repeatable)",
     )
+    s.add_argument(
+        "--role",
+        choices=["api", "all"],
+        help="with SPOTON_NATS_URL: api (no models; tasks run on `spoton worker`s) or all (API and a worker; "
+        "the default with NATS). Without NATS the server runs its tasks itself.",
+    )
     s.set_defaults(fn=cmd_serve)
+
+    wk = sub.add_parser("worker", help="run tasks from the cluster's queue (SPOTON_NATS_URL; docs/scale-out.md)")
+    wk.add_argument("--slots", type=int, help="tasks at once (SPOTON_WORKER_SLOTS, default 1)")
+    wk.add_argument("--id", dest="worker_id", help="name in GET /api/v1/workers (default: <host>-<pid>)")
+    wk.add_argument(
+        "--environment",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="environment file or dataset folder (repeatable; also SPOTON_ENVIRONMENTS_DIR)",
+    )
+    wk.set_defaults(fn=cmd_worker)
 
     d = sub.add_parser("demo", help="build the 4-camera demo, serve it and run a task with live progress")
     d.add_argument("--host")

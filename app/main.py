@@ -27,6 +27,7 @@ from app.api.websockets import router as ws_router
 from app.core.config import Settings, get_settings
 from app.core.lifecycle import Components, gpu_summary
 from app.core.security import KeyStore, Role
+from app.services.cluster.roles import effective_role, start_board
 from app.services.environment_catalog import EnvironmentCatalog
 from app.services.metrics import Metrics, ScrapeSources
 from app.services.notifications import NotificationHub
@@ -40,16 +41,18 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    role = effective_role(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         catalog = EnvironmentCatalog.from_paths(settings.environments_dir, settings.extra_environments)
         if settings.frontend_compat:  # a bad alias table stops the start with its message
             app.state.frontend_aliases = AliasTable.build(settings.frontend_aliases, catalog)
-        components = Components(settings, catalog)
+        components = Components(settings, catalog, run_models=role != "api")
         live = build_live_state(settings)
         await live.start()
         components.probes["state_store"] = health_probe(live)
+        board = await start_board(settings, live, components) if role in ("api", "all") else None
         hub = NotificationHub(settings.publish_queue_size, live=live, retain_closed_s=settings.live_state_ttl_s)
         loop_monitor = LoopLagMonitor()
         loop_monitor.start()
@@ -57,8 +60,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.history = history
         recorder = history.recorder if history else None
         tasks = TaskManager(
-            settings, catalog, components, hub, loop_monitor, live=live, history=recorder, metrics=metrics.pipeline
+            settings,
+            catalog,
+            components,
+            hub,
+            loop_monitor,
+            live=live,
+            history=recorder,
+            metrics=metrics.pipeline,
+            board=board,
         )
+        worker = None
+        if role == "all":  # this process is one of the cluster's workers too, with a hub of its own
+            from app.services.cluster.worker import ClusterWorker
+
+            worker_hub = NotificationHub(
+                settings.publish_queue_size, live=live, retain_closed_s=settings.live_state_ttl_s
+            )
+            worker = ClusterWorker(
+                settings, catalog, components, worker_hub, live, recorder, metrics.pipeline, loop_monitor
+            )
+            await worker.start()
+        app.state.worker = worker
         hub.send_observer = metrics.pipeline.observe_send
         metrics.attach(ScrapeSources(tasks.list, hub, components, live, recorder, loop_monitor, gpu_summary))
         app.state.ctx = AppContext(settings, catalog, components, hub, tasks, loop_monitor)
@@ -66,7 +89,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if worker is not None:
+                await worker.stop()
             await tasks.shutdown()
+            if board is not None:
+                await board.close()
             if history is not None:
                 await history.stop()
             await live.close()
@@ -98,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.keys = keys
+    app.state.role = role
     metrics = Metrics()
     app.state.metrics = metrics
     app.state.start_limiter = StartRateLimiter(settings.task_starts_per_minute)

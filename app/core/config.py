@@ -274,6 +274,32 @@ class Settings(BaseSettings):
     """Clients following a task from another process are closed (1011) when that process has not
     refreshed its heartbeat for this long (it crashed or lost Redis)."""
 
+    # --- scale-out (app/services/cluster: NATS JetStream; docs/scale-out.md) --------------------
+    nats_url: str | None = None
+    """``nats://host:4222``: tasks go through a JetStream work queue to ``spoton worker`` processes (needs
+    ``redis_url`` and a shared ``database_url``); empty: every task runs in the API process that started it."""
+    nats_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")] = "spoton"
+    """Names the stream (``<PREFIX>_TASKS``), subjects, KV buckets and object store; one per deployment."""
+    role: Literal["", "api", "worker", "all"] = ""
+    """Set by ``spoton serve --role`` / ``spoton worker``; empty: ``all`` with ``nats_url``, else single-process."""
+    worker_id: str = ""
+    """This worker's name in ``GET /api/v1/workers`` and task status; empty: ``<host>-<pid>``."""
+    worker_slots: Annotated[int, Field(ge=1, le=64)] = 1
+    """Tasks one worker runs at once (it pulls another only with a free slot and, on GPU, the memory for it)."""
+    worker_heartbeat_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    """How often a worker publishes its load; it counts as gone after three missed beats."""
+    task_lease_s: Annotated[float, Field(ge=1, le=600)] = 10.0
+    """A running task's lease (JetStream ack wait): a worker that stops renewing it for this long loses the
+    task to another worker, which resumes it from the last checkpoint."""
+    task_max_deliver: Annotated[int, Field(ge=1, le=100)] = 5
+    """Deliveries of a task (first start, re-queues after a lost lease or a hand-back) before it FAILS."""
+    checkpoint_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    """How often a worker checkpoints a running task (after its history is committed): at most this much
+    video is processed twice after a crash."""
+    task_record_ttl_s: Annotated[float, Field(ge=60)] = 86_400.0
+    """Task records and checkpoints in JetStream live this long after their last write (running tasks
+    refresh theirs)."""
+
     # --- history (app/stores/history: PostgreSQL/TimescaleDB, or an embedded SQLite file) --------
     database_url: str | None = None
     """``postgresql+asyncpg://user:pass@host:5432/db``; empty: SQLite in ``<data_dir>/spoton.db``."""

@@ -90,9 +90,11 @@ class _ReportsDegradation(Protocol):
 class Components:
     """The loaded models and their health."""
 
-    def __init__(self, settings: Settings, catalog: EnvironmentCatalog) -> None:
+    def __init__(self, settings: Settings, catalog: EnvironmentCatalog, run_models: bool = True) -> None:
         self.settings = settings
         self.catalog = catalog
+        self.run_models = run_models
+        """False on an API node of a cluster (``--role api``): workers run the models, this process none."""
         self.detector: PersonDetector | None = None
         self.embedder: AppearanceEmbedder | None = None
         self.tracker_factory: CameraTrackerFactory | None = None
@@ -103,6 +105,9 @@ class Components:
             "homography": ComponentHealth("homography", essential=False),
             "state_store": ComponentHealth("state_store", essential=False),
         }
+        if not run_models:
+            for name in ("detector", "tracker_factory", "reid_embedder"):
+                del self.health[name]
         self._done = asyncio.Event()
         self.probes: dict[str, Callable[[ComponentHealth], None]] = {}
         """Components whose health changes at run time (stores) refresh it through these when it is read."""
@@ -172,6 +177,8 @@ class Components:
 
         self._load("homography", homography)
         self._load("state_store", state_store)
+        if not self.run_models:
+            return
         self._load("tracker_factory", trackers)
         self._load("detector", detector)
         self._load("reid_embedder", embedder)

@@ -1,12 +1,14 @@
 """Creates, runs, stops and lists processing tasks; at most ``max_concurrent_tasks`` run at once.
 
 Tasks run in this process; ``find`` also reports a task that runs in another API process sharing the
-live-state store (its status snapshot, see ``app.stores``).
+live-state store (its status snapshot, see ``app.stores``). With a ``TaskBoard`` (scale-out, ``SPOTON_NATS_URL``)
+nothing runs here: starts are queued for the cluster's workers, and find, list and stop cover the whole cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import uuid
@@ -25,6 +27,7 @@ from app.stores.task_snapshot import snapshot_of, task_from_snapshot
 from app.utils.loop_monitor import LoopLagMonitor
 
 if TYPE_CHECKING:
+    from app.services.cluster.task_board import TaskBoard
     from app.stores.history.recorder import HistoryRecorder
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,10 @@ class UnknownTaskError(KeyError):
     pass
 
 
+class TaskElsewhereError(RuntimeError):
+    """The task runs in another API process without a shared queue (no ``SPOTON_NATS_URL``): stop it there."""
+
+
 class TaskManager:
     def __init__(
         self,
@@ -53,8 +60,11 @@ class TaskManager:
         live: LiveStateStore | None = None,
         history: HistoryRecorder | None = None,
         metrics: PipelineMetrics | None = None,
+        board: TaskBoard | None = None,
     ) -> None:
         self.settings = settings
+        self.board = board
+        """Scale-out: the cluster's task queue and records; None: tasks run in this process."""
         self.metrics = metrics
         self.history = history
         """Where tasks record their tracking history (None: not recorded)."""
@@ -71,8 +81,9 @@ class TaskManager:
         self._handles: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(max(1, settings.max_concurrent_tasks))
 
-    async def start(self, environment_id: str, camera_ids: list[str] | None = None) -> TaskState:
-        """Start a task; once this returns, other API processes can find it (unless the store is down)."""
+    async def start(self, environment_id: str, camera_ids: list[str] | None = None, owner: str = "") -> TaskState:
+        """Start a task (queue it, with a board); once this returns, other API processes can find it (unless
+        the store is down)."""
         env = self.catalog.get(environment_id)
         if env is None:
             raise UnknownEnvironmentError(environment_id)
@@ -82,6 +93,12 @@ class TaskManager:
             raise UnknownCameraError(f"environment '{environment_id}' has no camera(s) {', '.join(unknown)}")
         if len(set(cams)) != len(cams):
             raise UnknownCameraError("camera_ids has duplicates")
+        if self.board is not None:
+            queued = await self.board.submit(env.id, cams, owner)
+            live = self.live
+            if live is not None and live.health().connected and not await live.flush(self.settings.redis_timeout_s):
+                log.warning("task %s: not yet visible to followers (live state store slow)", queued.task_id)
+            return queued
         task = TaskState(task_id=uuid.uuid4().hex, environment_id=env.id, camera_ids=cams)
         self.hub.open_task(task.task_id)
         if self.live is not None:
@@ -138,6 +155,13 @@ class TaskManager:
     async def find(self, task_id: str) -> TaskState:
         """The task, from this process or (as its latest snapshot) from the one that runs it.
         Raises ``UnknownTaskError``, or ``LiveStateUnavailableError`` when the store cannot be read."""
+        if self.board is not None:
+            from app.services.cluster.task_board import TaskNotInClusterError
+
+            try:
+                return await self.board.find(task_id)
+            except TaskNotInClusterError:
+                raise UnknownTaskError(task_id) from None
         local = self._tasks.get(task_id)
         if local is not None:
             return local
@@ -155,7 +179,27 @@ class TaskManager:
         return self._runners[task_id]
 
     def list(self) -> list[TaskState]:
+        """Tasks run by this process (none with a board)."""
         return sorted(self._tasks.values(), key=lambda t: t.created_at, reverse=True)
+
+    async def list_all(self) -> builtins.list[TaskState]:
+        """Every task the API knows: the whole cluster's with a board, else this process's."""
+        return await self.board.list_all() if self.board is not None else self.list()
+
+    async def stop_anywhere(self, task_id: str) -> TaskState:
+        """Stop a task run here or — with a board — anywhere in the cluster. ``UnknownTaskError`` when
+        unknown; ``TaskElsewhereError`` when it runs in another single-process server."""
+        if self.board is not None:
+            from app.services.cluster.task_board import TaskNotInClusterError
+
+            try:
+                return await self.board.stop(task_id)
+            except TaskNotInClusterError:
+                raise UnknownTaskError(task_id) from None
+        if not self.is_local(task_id):
+            await self.find(task_id)
+            raise TaskElsewhereError(task_id)
+        return self.stop(task_id)
 
     def stop(self, task_id: str) -> TaskState:
         task = self.get(task_id)

@@ -76,7 +76,7 @@ async def environments(ctx: Ctx, aliases: Aliases) -> dict[str, Any]:
 
 @router.get("/detection-processing-tasks")
 async def list_tasks(ctx: Ctx, aliases: Aliases) -> dict[str, Any]:
-    return {"data": {"tasks": [_task_out(t, aliases) for t in ctx.tasks.list()]}}
+    return {"data": {"tasks": [_task_out(t, aliases) for t in await ctx.tasks.list_all()]}}
 
 
 @router.post(
@@ -99,12 +99,12 @@ async def task_status(task_id: str, ctx: Ctx, aliases: Aliases) -> dict[str, Any
 
 @router.delete("/detection-processing-tasks/environment/{environment_id}/cleanup")
 async def cleanup(environment_id: str, ctx: Ctx, aliases: Aliases) -> dict[str, Any]:
-    """Stop every running task of the environment (in this process)."""
+    """Stop every running task of the environment (in this process, or in the cluster with scale-out)."""
     alias = _alias_or_404(aliases, environment_id)
     stopped = []
-    for t in ctx.tasks.list():
+    for t in await ctx.tasks.list_all():
         if t.environment_id == alias.environment_id and t.status not in ENDED:
-            ctx.tasks.stop(t.task_id)
+            await ctx.tasks.stop_anywhere(t.task_id)
             stopped.append(t.task_id)
     return {"data": {"message": f"stopped {len(stopped)} task(s) of {alias.alias}", "stopped_tasks": stopped}}
 

@@ -51,6 +51,11 @@ class TaskStatusResponse(BaseModel):
     stage_ms: dict[str, float]
     outside_models_share: float | None
     jpeg_quality: int | None
+    worker_id: str | None = Field(default=None, description="the worker running it (scale-out)")
+    resumed_from_frame: int | None = Field(
+        default=None, description="after a worker was lost: the global frame the task resumed after"
+    )
+    queue_position: int | None = Field(default=None, description="while QUEUED in a cluster: 1 is next")
 
 
 class CameraOut(BaseModel):
@@ -89,9 +94,32 @@ class ComponentOut(BaseModel):
 
 class HealthResponse(BaseModel):
     status: Literal["starting", "healthy", "degraded", "unhealthy"]
+    role: Literal["single", "api", "worker", "all"] = Field(
+        default="single",
+        description="single: API and tasks in one process; api: no models, tasks run on the cluster's workers; "
+        "all: API and a worker, against NATS",
+    )
     components: dict[str, ComponentOut]
     gpu: dict[str, Any]
     active_tasks: int
+
+
+class WorkerOut(BaseModel):
+    worker_id: str
+    host: str
+    pid: int
+    slots: int
+    running_tasks: list[str]
+    load: float = Field(description="running tasks / slots")
+    accepting: bool = Field(description="takes new tasks (models ready, not shutting down)")
+    alive: bool = Field(description="heartbeat younger than three heartbeat periods")
+    device: str
+    models: dict[str, Any]
+    gpu: dict[str, Any]
+    task_gpu_mb: float | None = Field(description="GPU memory one more task needs (measured at warm-up)")
+    cpu_percent: float
+    started_at: datetime
+    heartbeat_age_s: float
 
 
 class ErrorResponse(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from app.api.deps import AppContext, get_context
 from app.api.v1.schemas import ComponentOut, HealthResponse
@@ -14,12 +14,15 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
-async def health(response: Response, ctx: Annotated[AppContext, Depends(get_context)]) -> HealthResponse:
+async def health(
+    request: Request, response: Response, ctx: Annotated[AppContext, Depends(get_context)]
+) -> HealthResponse:
     overall = ctx.components.overall()
     if overall in ("starting", "unhealthy"):
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return HealthResponse(
         status=overall,  # type: ignore[arg-type]
+        role=getattr(request.app.state, "role", "single"),
         components={
             name: ComponentOut(
                 state=h.state.value,

@@ -1,7 +1,8 @@
 """Processing tasks: start, status, stop, list.
 
 Status also answers for a task that runs in another API process sharing the live-state store (from its
-latest snapshot, at most about a second old); stop and the list cover this process's tasks.
+latest snapshot, at most about a second old). With scale-out (``SPOTON_NATS_URL``) a start is queued for the
+workers (202, QUEUED) and stop and the list cover the whole cluster; without it they cover this process.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from app.api.auth import Operator, Viewer, check_scope
 from app.api.deps import AppContext, find_task, get_context
 from app.api.v1.schemas import ErrorResponse, StartTaskRequest, StartTaskResponse, TaskStatusResponse
 from app.services.processing_task import TaskState
-from app.services.task_manager import UnknownCameraError, UnknownEnvironmentError
+from app.services.task_manager import TaskElsewhereError, UnknownCameraError, UnknownEnvironmentError, UnknownTaskError
+from app.stores.live_state import LiveStateUnavailableError
 
 router = APIRouter(prefix="/processing-tasks", tags=["processing-tasks"])
 Ctx = Annotated[AppContext, Depends(get_context)]
@@ -48,6 +50,9 @@ def to_status(t: TaskState) -> TaskStatusResponse:
         stage_ms=st.stage_ms,
         outside_models_share=st.outside_models_share,
         jpeg_quality=st.jpeg_quality,
+        worker_id=t.worker_id,
+        resumed_from_frame=t.resumed_from_frame,
+        queue_position=t.queue_position,
     )
 
 
@@ -71,11 +76,11 @@ async def start_task(body: StartTaskRequest, request: Request, ctx: Ctx, who: Op
     check_scope(who, body.environment_id)
     request.app.state.start_limiter.check(who.name)
     limit = ctx.settings.max_tasks_per_key
-    running = [t for t in ctx.tasks.list() if not t.status.finished and t.extra.get("owner") == who.name]
+    running = [t for t in await ctx.tasks.list_all() if not t.status.finished and t.extra.get("owner") == who.name]
     if limit and len(running) >= limit:
         raise HTTPException(status.HTTP_409_CONFLICT, f"this key already runs {len(running)} task(s) (limit {limit})")
     try:
-        task = await ctx.tasks.start(body.environment_id, body.camera_ids)
+        task = await ctx.tasks.start(body.environment_id, body.camera_ids, owner=who.name)
     except UnknownEnvironmentError:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"environment '{body.environment_id}' not found"
@@ -103,14 +108,20 @@ async def task_status(task_id: str, ctx: Ctx, who: Viewer) -> TaskStatusResponse
 @router.post("/{task_id}/stop", response_model=TaskStatusResponse, responses=STOP_ERRORS)
 async def stop_task(task_id: str, ctx: Ctx, who: Operator) -> TaskStatusResponse:
     check_scope(who, (await find_task(ctx, task_id)).environment_id)
-    if not ctx.tasks.is_local(task_id):
-        await find_task(ctx, task_id)
+    try:
+        return to_status(await ctx.tasks.stop_anywhere(task_id))
+    except UnknownTaskError:
+        raise _not_found(task_id) from None
+    except TaskElsewhereError:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"processing task '{task_id}' runs in another server process: stop it there"
-        )
-    return to_status(ctx.tasks.stop(task_id))
+        ) from None
 
 
-@router.get("", response_model=list[TaskStatusResponse])
+@router.get("", response_model=list[TaskStatusResponse], responses={503: {"model": ErrorResponse}})
 async def list_tasks(ctx: Ctx, who: Viewer) -> list[TaskStatusResponse]:
-    return [to_status(t) for t in ctx.tasks.list() if who.may_see(t.environment_id)]
+    try:
+        tasks = await ctx.tasks.list_all()
+    except LiveStateUnavailableError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+    return [to_status(t) for t in tasks if who.may_see(t.environment_id)]
