@@ -230,6 +230,34 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_cluster(args: argparse.Namespace) -> int:
+    import json
+
+    from app.bench.cluster_bench import as_json, parse_layout, print_results, run_layout
+
+    settings = Settings()
+    if not settings.nats_url or not settings.redis_url:
+        print("spoton bench cluster: set SPOTON_NATS_URL and SPOTON_REDIS_URL", file=sys.stderr)
+        return 2
+    layouts = _csv(args.layouts)
+    try:
+        for layout in layouts:
+            parse_layout(layout)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging("WARNING")
+    env = Path(args.environment) if args.environment else build_demo(settings)
+    results = []
+    for layout in layouts:
+        print(f"layout {layout}: {args.tasks} task(s) for {args.seconds:g} s on {env} ...", flush=True)
+        results.append(run_layout(settings, env, layout, args.tasks, args.seconds, args.kill_after))
+    print_results(results)
+    if args.out:
+        Path(args.out).write_text(json.dumps(as_json(results), indent=2))
+    return 0
+
+
 def cmd_bench_websocket(args: argparse.Namespace) -> int:
     import json
 
@@ -535,6 +563,15 @@ def main(argv: list[str] | None = None) -> int:
         help="also run with these settings changed (repeatable); prints a table with ratios to the first run",
     )
     bp.set_defaults(fn=cmd_bench_pipeline)
+    bc = bench.add_parser("cluster", help="worker layouts side by side on NATS (and re-queue time after SIGKILL)")
+    bc.add_argument("--layouts", default="1x2,2x1", help="comma-separated WORKERSxSLOTS (default 1x2,2x1)")
+    bc.add_argument("--tasks", type=int, default=2, help="tasks started in each layout")
+    bc.add_argument("--seconds", type=float, default=40.0, help="measuring window per layout")
+    bc.add_argument("--environment", metavar="PATH", help="environment file or dataset folder (default: the demo)")
+    bc.add_argument("--kill-after", type=float, help="then SIGKILL a task's worker after this many seconds")
+    bc.add_argument("--out", metavar="FILE.json")
+    bc.set_defaults(fn=cmd_bench_cluster)
+
     bw = bench.add_parser("websocket", help="loopback binary WebSocket throughput")
     bw.add_argument("--messages", type=int, default=20000)
     bw.add_argument("--size-kb", type=int, default=80)

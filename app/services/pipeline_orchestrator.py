@@ -310,7 +310,8 @@ class PipelineOrchestrator:
             frames_processed=st.frames_processed,
             frames_skipped=st.frames_skipped,
             camera_frames=dict(st.camera_frames),
-            state=processor.export_state(),  # between frames: the models thread is idle
+            # between frames (the loop waits for it): ~0.1 s for a few MB, off the event loop
+            state=await asyncio.to_thread(processor.export_state),
         )
         await control.save_checkpoint(checkpoint)
         self._stage_ms.setdefault("checkpoint", deque(maxlen=50)).append((time.perf_counter() - t0) * 1000.0)

@@ -45,6 +45,13 @@ class TaskNotInClusterError(KeyError):
     pass
 
 
+def _epoch(snapshot: dict[str, Any]) -> int:
+    try:
+        return int(snapshot.get("epoch") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _running_again(r: TaskRecord) -> bool:
     if r.placement is not Placement.REQUEUED or not r.details.endswith(SILENT):
         return False
@@ -227,8 +234,12 @@ class TaskBoard:
             task.set(TaskStatus.QUEUED, "queued", f"waiting for a worker (position {position})" if position else None)
         elif record.placement is Placement.REQUEUED:
             task.set(TaskStatus.RESUMING, "resuming", record.details)
-        elif record.placement is Placement.RUNNING and snapshot is None:
-            task.set(TaskStatus.INITIALIZING, "starting", f"taken by worker {record.worker_id}")
+        elif record.placement is Placement.RUNNING and (snapshot is None or _epoch(snapshot) < record.epoch):
+            # the worker that took it has not published yet (the snapshot, if any, is the previous run's)
+            if record.epoch > 1:
+                task.set(TaskStatus.RESUMING, "resuming", f"worker {record.worker_id} takes it over")
+            else:
+                task.set(TaskStatus.INITIALIZING, "starting", f"taken by worker {record.worker_id}")
         elif record.placement.finished and task.status is not _FINAL[record.placement]:
             task.set(_FINAL[record.placement], record.placement.value.lower(), record.details or None)
         return task
