@@ -73,3 +73,8 @@ def test_compose_names_only_settings_and_volumes_that_exist() -> None:
             src = str(v).split(":")[0]
             if not src.startswith((".", "/")):
                 assert src in declared, f"{name}: volume {src} not declared"
+
+
+def test_env_example_lists_every_setting_and_only_settings() -> None:
+    keys = set(re.findall(r"^(SPOTON_[A-Z0-9_]+)=", (REPO / ".env.example").read_text(), flags=re.M))
+    assert keys == {f"SPOTON_{k.upper()}" for k in Settings.model_fields}
