@@ -12,6 +12,7 @@ import asyncio
 import json
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -324,3 +325,37 @@ def test_a_task_fails_with_the_reason_after_max_deliver(
         final = status(api, tid)
         assert final["status"] == "FAILED" and "gave up after 1 deliveries" in final["details"]
         assert stream.close_code == 1000 and stream.statuses[-1]["status"] == "FAILED"
+
+
+def test_serve_role_all_is_an_api_node_and_a_worker(tmp_path: Path, clips: list[Path], database: str) -> None:
+    """``spoton serve`` with NATS and no role: API and worker in one process, tasks through the queue."""
+    from app.core.config import Settings
+    from tests.cluster_support import NATS_URL, REDIS_URL, _cleanup
+    from tests.live_server import live_server
+
+    tag = f"t{uuid.uuid4().hex[:10]}"
+    settings = Settings(
+        nats_url=NATS_URL,
+        nats_prefix=tag,
+        redis_url=REDIS_URL,
+        redis_key_prefix=f"spoton-test-{tag}",
+        database_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}",
+        environments_dir=tmp_path / "none",
+        extra_environments=[clips[1]],
+        data_dir=tmp_path / "var",
+        playback_speed=0.0,
+        worker_id="all-in-one",
+    )
+    try:
+        with live_server(settings) as base:
+            assert httpx.get(base + "/health").json()["role"] == "all"
+            wait_until(lambda: any(w["accepting"] for w in httpx.get(base + "/api/v1/workers").json()), 120,
+                       "the in-process worker")  # fmt: skip
+            tid = start_task(base, "clip")
+            stream = asyncio.run(receive(ws_url(base, tid), Stream()))
+            final = status(base, tid)
+            assert final["status"] == "COMPLETED" and final["worker_id"] == "all-in-one"
+            assert final["frames_processed"] == MEDIUM and stream.close_code == 1000
+            assert stream.updates[-1]["global_frame_index"] == MEDIUM - 1
+    finally:
+        asyncio.run(_cleanup(tag, f"spoton-test-{tag}"))

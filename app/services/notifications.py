@@ -202,6 +202,9 @@ class NotificationHub:
     def open_task(self, task_id: str) -> None:
         """The task runs in this process: what it publishes here also goes to the live-state store."""
         self._purge_closed()
+        ch = self._channels.get(task_id)
+        if ch is not None and ch.closed and not ch.subscribers:  # run again here (scale-out: taken back)
+            del self._channels[task_id]
         self._ch(task_id).origin = True
 
     def subscribe(self, task_id: str) -> ClientOutbox:
