@@ -215,3 +215,23 @@ def test_worker_and_api_role_commands_say_what_is_missing(
     monkeypatch.setenv("SPOTON_NATS_URL", NATS_URL)
     assert main(["worker", "--slots", "0"]) == 2
     assert "--slots must be at least 1" in capsys.readouterr().err
+
+
+def test_a_worker_with_a_wrong_nats_url_says_so_and_exits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from app.cli import main
+    from app.utils.server import free_port
+
+    for key, value in {
+        "SPOTON_NATS_URL": f"nats://127.0.0.1:{free_port()}",  # nothing listens there
+        "SPOTON_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "SPOTON_HISTORY_ENABLED": "false",
+        "SPOTON_DATA_DIR": str(tmp_path),
+        "SPOTON_ENVIRONMENTS_DIR": str(tmp_path / "none"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    t0 = time.monotonic()
+    assert main(["worker", "--id", "lost"]) == 1
+    assert time.monotonic() - t0 < 30
+    assert "unreachable" in caplog.text and "nats-server" in caplog.text

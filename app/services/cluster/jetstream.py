@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
+import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -25,6 +28,7 @@ from nats.js.object_store import ObjectStore
 
 from app.core.config import Settings
 from app.services.cluster.names import ClusterNames
+from app.stores.redis_live_state import redact
 
 log = logging.getLogger(__name__)
 DUPLICATE_WINDOW_S = 120.0
@@ -56,12 +60,55 @@ class ClusterSettings:
         )
 
 
-async def connect(url: str, name: str) -> Client:
-    """A connection that reconnects forever (a NATS restart must not end a worker or an API node)."""
-    return await nats.connect(
-        url, name=name, connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-        allow_reconnect=True,
-    )
+class ClusterUnavailableError(RuntimeError):
+    """NATS could not be reached at start-up."""
+
+
+async def connect(url: str, name: str, initial_timeout_s: float = 15.0) -> Client:
+    """A connection that, once made, reconnects forever (a NATS restart must not end a worker or an API
+    node); the first connection must succeed within ``initial_timeout_s`` (else ``ClusterUnavailableError``:
+    a mistyped URL must fail the start with its reason, not retry silently)."""
+    last: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        if not last or last[-1] != text:  # one line per new error, not one traceback per retry
+            log.warning("NATS (%s): %s", name, text)
+        last[:] = [text]
+
+    async def on_reconnected() -> None:
+        last.clear()
+        log.info("NATS (%s): reconnected", name)
+
+    await _reachable(url)
+    try:
+        return await asyncio.wait_for(
+            nats.connect(
+                url, name=name, connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                allow_reconnect=True, error_cb=on_error, reconnected_cb=on_reconnected,
+            ),
+            initial_timeout_s,
+        )
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
+        raise ClusterUnavailableError(
+            f"NATS at {redact(url)} unreachable ({last[-1] if last else type(exc).__name__}): is nats-server "
+            "running with JetStream (-js)?"
+        ) from exc
+
+
+async def _reachable(url: str) -> None:
+    """Fail at once when nothing listens at the (first) server's address."""
+    first = url.split(",")[0].strip()
+    parts = urlsplit(first if "://" in first else f"nats://{first}")
+    host, port = parts.hostname or "127.0.0.1", parts.port or 4222
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5.0)
+    except (OSError, TimeoutError) as exc:
+        raise ClusterUnavailableError(
+            f"NATS at {redact(first)} unreachable ({type(exc).__name__}: {exc}): is nats-server running with "
+            "JetStream (-js)?"
+        ) from exc
+    writer.close()
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ import signal
 
 from app.core.config import Settings
 from app.core.lifecycle import Components
+from app.services.cluster.jetstream import ClusterUnavailableError
 from app.services.cluster.worker import ClusterWorker
 from app.services.environment_catalog import EnvironmentCatalog
 from app.services.notifications import NotificationHub
@@ -41,9 +42,14 @@ async def run_worker(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loader = asyncio.create_task(components.load_in_background(), name="load-models")
+    loader: asyncio.Task[None] | None = None
     try:
-        await worker.start()
+        try:
+            await worker.start()  # first: a wrong NATS URL fails the start at once, before the models load
+        except ClusterUnavailableError as exc:
+            log.error("worker %s cannot start: %s", worker.id, exc)
+            return 1
+        loader = asyncio.create_task(components.load_in_background(), name="load-models")
         await stop.wait()
         log.info("worker %s: shutting down, handing back %d task(s)", worker.id, len(worker.runs))
     finally:
@@ -52,6 +58,6 @@ async def run_worker(settings: Settings) -> int:
             await history.stop()
         await live.close()
         await loop_monitor.stop()
-        if not loader.done():
+        if loader is not None and not loader.done():
             await asyncio.wait({loader}, timeout=30)
     return 0
