@@ -225,6 +225,8 @@ def test_sigkill_of_a_worker_resumes_its_task_on_the_other(four: Cluster, databa
           f"{figures['resumed_from_frame']}")
     assert requeue_s <= LEASE_S + 4.0
     _check_resumed_stream(stream, figures, database, tid)
+    workers = {w["worker_id"]: w for w in httpx.get(four.apis[1].base + "/api/v1/workers").json()}
+    assert workers[figures["resumed_on"]]["counters"]["resumed"] >= 1
     print(f"frames both runs processed alike after the checkpoint: {figures['identical_frames']}")
     _respawn(four, figures["victim"])
 

@@ -137,7 +137,12 @@ class PipelineOrchestrator:
                 task.progress = 1.0
                 task.set(TaskStatus.COMPLETED, "completed", "all frames played")
         except asyncio.CancelledError:
-            task.set(TaskStatus.STOPPED, "stopped", "cancelled")
+            if self.control is not None and self.control.hand_back.is_set():
+                # a worker shutting down gave up waiting for a checkpoint: the task resumes from the last one
+                self.outcome = "handed_back"
+                task.set(TaskStatus.RESUMING, "resuming", "handed back to the queue: another worker continues it")
+            else:
+                task.set(TaskStatus.STOPPED, "stopped", "cancelled")
             raise
         except LeaseLostError as exc:
             self.outcome = "lease_lost"

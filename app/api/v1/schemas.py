@@ -120,6 +120,9 @@ class WorkerOut(BaseModel):
     cpu_percent: float
     started_at: datetime
     heartbeat_age_s: float
+    counters: dict[str, int] = Field(
+        default_factory=dict, description="tasks taken, resumed, completed, handed back, lost (lease)"
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -64,7 +64,8 @@ class TaskLease:
     def close(self) -> None:
         """Stop renewing (the task was acked, handed back or abandoned)."""
         self._stop.set()
-        self._thread.join(timeout=self.lease_s)
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=2.0)  # it wakes at once; a slow NATS close is left to the daemon thread
 
     def held(self) -> bool:
         with self._lock:

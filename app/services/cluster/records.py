@@ -76,6 +76,8 @@ class WorkerRecord:
     """False while loading models or shutting down."""
     task_gpu_mb: float | None = None
     """GPU memory one more task needs (measured at warm-up); None on CPU."""
+    counters: dict[str, int] = field(default_factory=dict)
+    """Tasks taken, resumed (from another worker's checkpoint), completed, handed back, lost (lease)."""
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()

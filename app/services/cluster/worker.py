@@ -315,10 +315,20 @@ class ClusterWorker:
         task_id = run.task.task_id
         try:
             await run.runner.run()
+        except asyncio.CancelledError:  # shutdown gave up waiting for its checkpoint: back to the queue as is
+            if run.runner.outcome == "handed_back" and run.control.lease.held():
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+            run.control.lease.close()
+            raise
         finally:
             self.runs.pop(task_id, None)
             self._beat_now.set()
         outcome = run.runner.outcome
+        if outcome != "lease_lost" and not run.control.lease.held():
+            # it ended (or was handed back) just as the lease ran out: another worker may hold the message now,
+            # and an ack, nak or checkpoint delete from here would act on that worker's run
+            outcome = "lease_lost"
         if outcome == "lease_lost":
             self.counters["lost"] += 1
             run.control.lease.close()
@@ -408,6 +418,7 @@ class ClusterWorker:
             heartbeat_ts=time.time(),
             accepting=self.accepting and not self._closing.is_set(),
             task_gpu_mb=self.task_gpu_mb,
+            counters=dict(self.counters),
         )
 
     async def _heartbeat_loop(self) -> None:

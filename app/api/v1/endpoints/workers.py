@@ -48,6 +48,7 @@ async def list_workers(ctx: Ctx) -> list[WorkerOut]:
             cpu_percent=w.cpu_percent,
             started_at=datetime.fromtimestamp(w.started_ts, UTC),
             heartbeat_age_s=round(max(0.0, now - w.heartbeat_ts), 2),
+            counters=w.counters,
         )
         for w in await board.workers()
     ]
