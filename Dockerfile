@@ -19,6 +19,8 @@ COPY environments ./environments
 ENV SPOTON_HOST=0.0.0.0 SPOTON_PORT=8000 SPOTON_DATA_DIR=/data
 VOLUME ["/data"]
 EXPOSE 8000
+ENV SPOTON_WORKER_HEALTH_PORT=8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=180s CMD python3 -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health').status != 200)"
 CMD ["spoton", "worker"]
 
 FROM python:3.11-slim AS cpu

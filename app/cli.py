@@ -66,6 +66,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         settings.worker_slots = args.slots
     if args.worker_id:
         settings.worker_id = args.worker_id
+    if args.health_port is not None:
+        settings.worker_health_port = args.health_port
     setup_logging(settings.log_level)
     return asyncio.run(run_worker(settings))
 
@@ -511,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     wk = sub.add_parser("worker", help="run tasks from the cluster's queue (SPOTON_NATS_URL; docs/scale-out.md)")
     wk.add_argument("--slots", type=int, help="tasks at once (SPOTON_WORKER_SLOTS, default 1)")
     wk.add_argument("--id", dest="worker_id", help="name in GET /api/v1/workers (default: <host>-<pid>)")
+    wk.add_argument("--health-port", type=int, help="answer GET /health on this port (SPOTON_WORKER_HEALTH_PORT)")
     wk.add_argument(
         "--environment",
         action="append",

@@ -97,11 +97,14 @@ class Cluster:
         wait_until(lambda: _healthy(p), 120, f"{p.name} healthy", p)
         return p
 
-    def add_worker(self, worker_id: str, slots: int = 1) -> Proc:
+    def add_worker(self, worker_id: str, slots: int = 1, health_port: int | None = None) -> Proc:
         args = [sys.executable, "-m", "app.cli", "worker", "--id", worker_id, "--slots", str(slots)]
+        if health_port is not None:
+            args += ["--health-port", str(health_port)]
         for d in self.env_dirs:
             args += ["--environment", str(d)]
         p = Proc(worker_id, args, self.env, self.root / f"{worker_id}.log")
+        p.base = "" if health_port is None else f"http://127.0.0.1:{health_port}"
         p.start()
         self.workers[worker_id] = p
         return p

@@ -45,6 +45,7 @@ def test_workers_scale_and_the_gpu_variant_reserves_nvidia_devices() -> None:
         assert w["command"] == ["spoton", "worker"]
         assert "ports" not in w and "container_name" not in w  # `--scale worker=N` needs both absent
         assert not any(str(v).split(":")[0] == "spoton-data" for v in w.get("volumes", []))  # own cache/spool
+        assert w["environment"]["SPOTON_WORKER_HEALTH_PORT"] == "8000"  # what the image's HEALTHCHECK asks
     gpu = services["worker-gpu"]
     assert gpu["profiles"] == ["gpu"] and gpu["build"]["target"] == "cuda"
     (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]

@@ -21,6 +21,7 @@ import asyncpg
 import httpx
 import pytest
 
+from app.utils.server import free_port
 from tests.cluster_support import Cluster, Stream, cluster, receive, start_task, status, wait_until, ws_url
 from tests.history_support import ADMIN_DSN, fresh_pg_database
 from tests.test_e2e import make_clip
@@ -56,7 +57,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def four(tmp_path_factory: pytest.TempPathFactory, clips: list[Path], database: str) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("cluster")
     with cluster(root, clips, database, task_lease_s=str(LEASE_S), checkpoint_interval_s="1") as c:
-        c.add_worker("w1")
+        c.add_worker("w1", health_port=free_port())
         c.add_worker("w2")
         c.add_api()
         c.add_api()
@@ -117,6 +118,10 @@ def test_three_tasks_on_two_workers_one_waits_stream_and_stop_from_another_node(
         assert w["heartbeat_age_s"] < 3 * 2.0
     listed = {t["task_id"]: t for t in httpx.get(b + "/api/v1/processing-tasks").json()}
     assert set(ids) <= set(listed)
+    probe = httpx.get(four.workers["w1"].base + "/health")  # a worker's own probe (--health-port)
+    assert probe.status_code == 200 and probe.json()["role"] == "worker" and probe.json()["nats_connected"]
+    assert probe.json()["components"]["detector"]["state"] == "ready"
+    assert len(probe.json()["worker"]["running"]) == 1
     health = httpx.get(b + "/health").json()
     assert health["role"] == "api" and "detector" not in health["components"]
     assert health["components"]["task_queue"]["state"] == "ready"

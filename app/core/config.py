@@ -286,6 +286,8 @@ class Settings(BaseSettings):
     """This worker's name in ``GET /api/v1/workers`` and task status; empty: ``<host>-<pid>``."""
     worker_slots: Annotated[int, Field(ge=1, le=64)] = 1
     """Tasks one worker runs at once (it pulls another only with a free slot and, on GPU, the memory for it)."""
+    worker_health_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    """A worker answers ``GET /health`` on this port (at ``host``), for container probes; 0: no HTTP at all."""
     worker_heartbeat_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     """How often a worker publishes its load; it counts as gone after three missed beats."""
     task_lease_s: Annotated[float, Field(ge=1, le=600)] = 10.0

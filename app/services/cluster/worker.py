@@ -156,6 +156,11 @@ class ClusterWorker:
         await asyncio.to_thread(self.videos.close)
 
     @property
+    def connected(self) -> bool:
+        """NATS is connected (False while it reconnects, or before ``start``)."""
+        return self._h is not None and self._h.nc.is_connected
+
+    @property
     def h(self) -> ClusterHandles:
         assert self._h is not None, "worker not started"
         return self._h

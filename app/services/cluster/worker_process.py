@@ -1,7 +1,8 @@
 """The ``spoton worker`` process: models, stores and a ``ClusterWorker``, until SIGTERM or SIGINT.
 
-No HTTP server: a worker is seen through its heartbeat (``GET /api/v1/workers`` on any API node) and its
-tasks through the API nodes. SIGTERM (or SIGINT) hands every running task back after a checkpoint, then exits.
+A worker is seen through its heartbeat (``GET /api/v1/workers`` on any API node) and its tasks through the API
+nodes; with ``SPOTON_WORKER_HEALTH_PORT`` it also answers ``GET /health`` there (container probes). SIGTERM (or
+SIGINT) hands every running task back after a checkpoint, then exits.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from app.core.config import Settings
 from app.core.lifecycle import Components
 from app.services.cluster.jetstream import ClusterUnavailableError
 from app.services.cluster.worker import ClusterWorker
+from app.services.cluster.worker_health import worker_health_app
 from app.services.environment_catalog import EnvironmentCatalog
 from app.services.notifications import NotificationHub
 from app.stores.history.service import start_history
 from app.stores.live_state import build_live_state, health_probe
 from app.utils.loop_monitor import LoopLagMonitor
+from app.utils.server import EmbeddedServer, uvicorn_config
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ async def run_worker(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loader: asyncio.Task[None] | None = None
+    server: EmbeddedServer | None = None
+    health_server: asyncio.Task[None] | None = None
     try:
         try:
             await worker.start()  # first: a wrong NATS URL fails the start at once, before the models load
@@ -50,10 +55,20 @@ async def run_worker(settings: Settings) -> int:
             log.error("worker %s cannot start: %s", worker.id, exc)
             return 1
         loader = asyncio.create_task(components.load_in_background(), name="load-models")
+        if settings.worker_health_port:
+            server = EmbeddedServer(
+                uvicorn_config(worker_health_app(worker, components), settings.host, settings.worker_health_port,
+                               "warning")
+            )  # fmt: skip
+            health_server = asyncio.create_task(server.serve(), name="worker-health")
         await stop.wait()
         log.info("worker %s: shutting down, handing back %d task(s)", worker.id, len(worker.runs))
     finally:
+        if server is not None:
+            server.should_exit = True
         await worker.stop()
+        if health_server is not None:
+            await asyncio.wait({health_server}, timeout=5)
         if history is not None:
             await history.stop()
         await live.close()
