@@ -171,22 +171,12 @@ def cluster(root: Path, env_dirs: list[Path], database: str, **settings: str) ->
 
 
 async def _cleanup(nats_prefix: str, redis_prefix: str) -> None:
-    import nats
     import redis.asyncio as aioredis
 
+    from app.services.cluster.jetstream import drop_cluster
     from app.services.cluster.names import ClusterNames
 
-    n = ClusterNames(nats_prefix)
-    nc = await nats.connect(NATS_URL)
-    js = nc.jetstream()
-    for fn in (lambda: js.delete_stream(n.stream),
-               *(lambda b=b: js.delete_key_value(b) for b in (n.tasks_bucket, n.workers_bucket, n.checkpoints_bucket)),
-               lambda: js.delete_object_store(n.state_store)):
-        try:
-            await fn()
-        except Exception:
-            continue
-    await nc.close()
+    await drop_cluster(NATS_URL, ClusterNames(nats_prefix))
     r = aioredis.Redis.from_url(REDIS_URL)
     keys = [k async for k in r.scan_iter(match=f"{redis_prefix}:*")]
     if keys:

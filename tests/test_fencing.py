@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from app.core.config import Settings
-from app.services.cluster.jetstream import ClusterSettings, connect, ensure_cluster
+from app.services.cluster.jetstream import ClusterSettings, connect, drop_cluster, ensure_cluster
 from app.services.cluster.lease import TaskLease
 from app.services.cluster.records import Placement, TaskRecord
 from app.services.cluster.roles import effective_role
@@ -129,20 +129,7 @@ def jetstream() -> Iterator[ClusterSettings]:
     )
     yield cs
 
-    async def drop() -> None:
-        nc = await connect(NATS_URL, "cleanup")
-        js = nc.jetstream()
-        n = cs.names
-        for coro in (js.delete_stream(n.stream), js.delete_key_value(n.tasks_bucket),
-                     js.delete_key_value(n.workers_bucket), js.delete_key_value(n.checkpoints_bucket),
-                     js.delete_object_store(n.state_store)):  # fmt: skip
-            try:
-                await coro
-            except Exception:
-                continue
-        await nc.close()
-
-    asyncio.run(drop())
+    asyncio.run(drop_cluster(NATS_URL, cs.names))
 
 
 def test_a_renewed_lease_keeps_the_task_and_a_takeover_ends_it(jetstream: ClusterSettings) -> None:

@@ -184,19 +184,10 @@ def _get(url: str) -> Any:
 async def _cleanup(settings: Settings, nats_prefix: str, redis_prefix: str) -> None:
     import redis.asyncio as aioredis
 
-    from app.services.cluster.jetstream import connect
+    from app.services.cluster.jetstream import drop_cluster
     from app.services.cluster.names import ClusterNames
 
-    n = ClusterNames(nats_prefix)
-    nc = await connect(str(settings.nats_url), "bench-cleanup")
-    js = nc.jetstream()
-    for coro in (js.delete_stream(n.stream), js.delete_key_value(n.tasks_bucket), js.delete_key_value(n.workers_bucket),
-                 js.delete_key_value(n.checkpoints_bucket), js.delete_object_store(n.state_store)):  # fmt: skip
-        try:
-            await coro
-        except Exception:
-            continue
-    await nc.close()
+    await drop_cluster(str(settings.nats_url), ClusterNames(nats_prefix))
     r = aioredis.Redis.from_url(str(settings.redis_url))
     keys = [k async for k in r.scan_iter(match=f"{redis_prefix}:*")]
     if keys:

@@ -185,3 +185,22 @@ async def _objects(js: JetStreamContext, bucket: str, ttl_s: float) -> ObjectSto
 
 def _not_found(exc: Any) -> bool:
     return isinstance(exc, NotFoundError) or "not found" in str(exc).lower()
+
+
+async def drop_cluster(url: str, names: ClusterNames) -> None:
+    """Delete a deployment's stream, buckets and object store (benchmarks and tests clean up after
+    themselves); what does not exist is skipped."""
+    nc = await connect(url, "spoton-cleanup")
+    js = nc.jetstream()
+    for drop in (
+        lambda: js.delete_stream(names.stream),
+        lambda: js.delete_key_value(names.tasks_bucket),
+        lambda: js.delete_key_value(names.workers_bucket),
+        lambda: js.delete_key_value(names.checkpoints_bucket),
+        lambda: js.delete_object_store(names.state_store),
+    ):
+        try:
+            await drop()
+        except Exception as exc:  # never created
+            log.debug("cleanup: %s", exc)
+    await nc.close()

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
+
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 
 
 class Placement(StrEnum):
@@ -87,3 +91,25 @@ class WorkerRecord:
         data: dict[str, Any] = json.loads(raw)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class RecordChangedError(RuntimeError):
+    """A task record kept changing under a compare-and-set."""
+
+
+async def change_record(kv: KeyValue, task_id: str, change: Callable[[TaskRecord], bool]) -> TaskRecord | None:
+    """Compare-and-set ``change`` into the task's record, re-reading it on conflict. None when ``change``
+    declined (returned False); ``KeyNotFoundError`` when there is no record."""
+    for _ in range(20):
+        entry = await kv.get(task_id)
+        record = TaskRecord.from_json(entry.value or b"{}")
+        if not change(record):
+            return None
+        record.updated_ts = time.time()
+        try:
+            await kv.update(task_id, record.to_json(), last=entry.revision)
+            return record
+        except KeyWrongLastSequenceError:
+            continue
+    raise RecordChangedError(f"task {task_id}: record kept changing")
+

@@ -24,10 +24,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyNotFoundError, NoKeysError
 
 from app.services.cluster.jetstream import ClusterHandles, ClusterSettings, connect, ensure_cluster
-from app.services.cluster.records import Placement, TaskRecord, WorkerRecord
+from app.services.cluster.records import Placement, TaskRecord, WorkerRecord, change_record
 from app.services.processing_task import TaskState, TaskStatus
 from app.stores.live_state import LiveClose, LiveStateStore, LiveText
 from app.stores.redis_live_state import redact
@@ -198,21 +198,10 @@ class TaskBoard:
 
     async def _change(self, task_id: str, change: Callable[[TaskRecord], bool]) -> TaskRecord | None:
         """Compare-and-set; None when ``change`` declined (returned False)."""
-        for _ in range(20):
-            try:
-                entry = await self.h.tasks.get(task_id)
-            except KeyNotFoundError:
-                raise TaskNotInClusterError(task_id) from None
-            record = TaskRecord.from_json(entry.value or b"{}")
-            if not change(record):
-                return None
-            record.updated_ts = time.time()
-            try:
-                await self.h.tasks.update(task_id, record.to_json(), last=entry.revision)
-                return record
-            except KeyWrongLastSequenceError:
-                continue
-        raise RuntimeError(f"task {task_id}: record kept changing")
+        try:
+            return await change_record(self.h.tasks, task_id, change)
+        except KeyNotFoundError:
+            raise TaskNotInClusterError(task_id) from None
 
     def _state(self, record: TaskRecord, snapshot: dict[str, Any] | None, position: int | None = None) -> TaskState:
         task: TaskState | None = None

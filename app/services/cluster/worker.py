@@ -34,7 +34,7 @@ from app.core.lifecycle import Components, gpu_summary
 from app.services.cluster.checkpoints import CheckpointStore
 from app.services.cluster.jetstream import ClusterHandles, ClusterSettings, connect, ensure_cluster
 from app.services.cluster.lease import TaskLease
-from app.services.cluster.records import Placement, TaskRecord, WorkerRecord
+from app.services.cluster.records import Placement, RecordChangedError, TaskRecord, WorkerRecord, change_record
 from app.services.environment_catalog import EnvironmentCatalog
 from app.services.metrics import PipelineMetrics
 from app.services.notifications import NotificationHub
@@ -231,9 +231,9 @@ class ClusterWorker:
         if resume is not None:
             frame = resume.frame
 
-            def resumed(r: TaskRecord) -> None:
-                if r.epoch == epoch:
-                    r.resumed_from_frame = frame
+            def resumed(r: TaskRecord) -> bool:
+                r.resumed_from_frame = frame
+                return r.epoch == epoch
 
             await self._update(task_id, resumed)
             self.counters["resumed"] += 1
@@ -341,7 +341,7 @@ class ClusterWorker:
         if outcome == "handed_back":
             self.counters["handed_back"] += 1
             epoch = run.control.epoch
-            await self._update(task_id, lambda r: _requeue(r, self.id) if r.epoch == epoch else None)
+            await self._update(task_id, lambda r: r.epoch == epoch and _requeue(r, self.id))
             run.control.lease.close()
             await msg.nak()
             log.info("task %s: handed back after frame %s", task_id, run.task.stats.frames_processed)
@@ -355,9 +355,9 @@ class ClusterWorker:
         }.get(task.status, Placement.FAILED)
         epoch = task.epoch
 
-        def final(r: TaskRecord) -> None:
-            if r.epoch == epoch:
-                r.placement, r.details = placement, task.details
+        def final(r: TaskRecord) -> bool:
+            r.placement, r.details = placement, task.details
+            return r.epoch == epoch
 
         await self._update(task.task_id, final)
         await store.discard()
@@ -366,22 +366,12 @@ class ClusterWorker:
             await msg.ack_sync(timeout=5.0)
         self.counters["completed"] += 1
 
-    async def _update(self, task_id: str, change: Callable[[TaskRecord], None]) -> None:
-        """Compare-and-set ``change`` into the task record (re-read on conflict)."""
-        for _ in range(10):
-            try:
-                entry = await self.h.tasks.get(task_id)
-            except KeyNotFoundError:
-                return
-            record = TaskRecord.from_json(entry.value or b"{}")
-            change(record)
-            record.updated_ts = time.time()
-            try:
-                await self.h.tasks.update(task_id, record.to_json(), last=entry.revision)
-                return
-            except KeyWrongLastSequenceError:
-                continue
-        log.error("task %s: record not updated (kept changing)", task_id)
+    async def _update(self, task_id: str, change: Callable[[TaskRecord], bool]) -> None:
+        """Compare-and-set ``change`` into the task record (re-read on conflict); a gone record is left gone."""
+        try:
+            await change_record(self.h.tasks, task_id, change)
+        except (KeyNotFoundError, RecordChangedError) as exc:
+            log.error("task %s: record not updated: %s", task_id, exc)
 
     # -- stop requests --------------------------------------------------------------------------
     def _stop_soon(self, task_id: str) -> Callable[[], None]:
@@ -438,9 +428,10 @@ class ClusterWorker:
                 await asyncio.wait_for(self._beat_now.wait(), self.cs.heartbeat_s)
 
 
-def _requeue(r: TaskRecord, worker_id: str) -> None:
+def _requeue(r: TaskRecord, worker_id: str) -> bool:
     r.placement = Placement.REQUEUED
     r.details = f"handed back by worker {worker_id} (shutting down): waiting for another worker"
+    return True
 
 
 def measure_task_gpu_mb(components: Components) -> float | None:
