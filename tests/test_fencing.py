@@ -143,8 +143,7 @@ def test_a_renewed_lease_keeps_the_task_and_a_takeover_ends_it(jetstream: Cluste
         await h.js.publish(cs.names.start_subject, b'{"task_id": "t1"}')
         sub = await h.js.pull_subscribe_bind(cs.names.consumer, stream=cs.names.stream)
         (msg,) = await sub.fetch(1, timeout=2)
-        stops: list[str] = []
-        lease = TaskLease(cs.url, msg.reply, cs.lease_s, cs.names.tasks_bucket, "t1", 1, lambda: None, stops.append)
+        lease = TaskLease(cs.url, msg.reply, cs.lease_s, cs.names.tasks_bucket, "t1", 1, lambda: None)
         lease.start()
         try:
             await asyncio.sleep(3 * cs.lease_s)  # three lease periods: renewed all along
@@ -169,7 +168,7 @@ def test_a_renewed_lease_keeps_the_task_and_a_takeover_ends_it(jetstream: Cluste
 
 
 def test_a_lease_not_renewed_in_time_is_lost_for_good(jetstream: ClusterSettings) -> None:
-    lease = TaskLease(NATS_URL, "_INBOX.none", 1.0, jetstream.names.tasks_bucket, "t1", 1, lambda: None, lambda _: None)
+    lease = TaskLease(NATS_URL, "_INBOX.none", 1.0, jetstream.names.tasks_bucket, "t1", 1, lambda: None)
     assert lease.held()  # just delivered
     time.sleep(0.8)  # a stall (the thread was never started): past the lease minus its margin
     assert not lease.held() and "no confirmed lease renewal" in lease.lost_reason

@@ -36,7 +36,6 @@ class Checkpoint:
 class RunControl(Protocol):
     epoch: int
     """This run's fencing epoch (> 0)."""
-    worker_id: str
     checkpoint_interval_s: float
     resume: Checkpoint | None
     hand_back: asyncio.Event

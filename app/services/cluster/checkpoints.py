@@ -31,8 +31,6 @@ class CheckpointStore:
         self.task_id = task_id
         self.epoch = epoch
         self._revision = 0
-        self.saved = 0
-        self.last_bytes = 0
 
     async def claim(self) -> Checkpoint | None:
         """The latest checkpoint of the task (None: start from the beginning), taken over by this epoch."""
@@ -72,8 +70,6 @@ class CheckpointStore:
             self._revision = await self.meta.update(self.task_id, json.dumps(meta).encode(), last=self._revision)
         except KeyWrongLastSequenceError:
             raise LeaseLostError("another worker took the task over (checkpoint revision moved)") from None
-        self.saved += 1
-        self.last_bytes = len(checkpoint.state)
 
     async def discard(self) -> None:
         """The task ended: forget its checkpoint and every epoch's state object."""

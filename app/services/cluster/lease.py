@@ -40,7 +40,6 @@ class TaskLease:
         task_id: str,
         epoch: int,
         on_stop_requested: Callable[[], None],
-        on_lost: Callable[[str], None],
     ) -> None:
         self.url = url
         self.ack_subject = ack_subject
@@ -49,7 +48,6 @@ class TaskLease:
         self.task_id = task_id
         self.epoch = epoch
         self._on_stop = on_stop_requested
-        self._on_lost = on_lost
         self._renewed_at = time.monotonic()
         """The message was (re)delivered just now: the lease starts held."""
         self._lost = ""
@@ -81,7 +79,6 @@ class TaskLease:
         if not self._lost:
             self._lost = reason
             log.warning("task %s: lease lost (epoch %d): %s", self.task_id, self.epoch, reason)
-            self._on_lost(reason)
 
     # -- the thread ---------------------------------------------------------------------------------
     def _main(self) -> None:

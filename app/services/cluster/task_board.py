@@ -64,8 +64,6 @@ class TaskBoard:
         self.cs = cs
         self.live = live
         self._h: ClusterHandles | None = None
-        self.connected = False
-        self.detail = "not started"
         self._janitor_task: asyncio.Task[None] | None = None
 
     @property
@@ -77,7 +75,6 @@ class TaskBoard:
         nc = await connect(self.cs.url, "spoton-api")
         self._h = await ensure_cluster(nc, self.cs)
         await nc.subscribe(self.cs.names.max_deliveries_advisory(), cb=self._on_max_deliveries)
-        self.connected, self.detail = True, ""
         self._janitor_task = asyncio.create_task(self._janitor(), name="cluster-janitor")
 
     async def close(self) -> None:

@@ -62,7 +62,6 @@ class _Control:
     """``RunControl`` of one run on this worker."""
 
     epoch: int
-    worker_id: str
     checkpoint_interval_s: float
     resume: Checkpoint | None
     lease: TaskLease
@@ -215,7 +214,7 @@ class ClusterWorker:
         record, epoch = claimed
         lease = TaskLease(
             self.cs.url, msg.reply, self.cs.lease_s, self.cs.names.tasks_bucket, task_id, epoch,
-            on_stop_requested=self._stop_soon(task_id), on_lost=lambda _reason: None,
+            on_stop_requested=self._stop_soon(task_id),
         )
         lease.start()
         store = CheckpointStore(self.h.checkpoints, self.h.state, task_id, epoch)
@@ -249,7 +248,7 @@ class ClusterWorker:
         )
         task.extra["owner"] = record.owner
         env = self.catalog.get(record.environment_id)
-        control = _Control(epoch, self.id, self.settings.checkpoint_interval_s, resume, lease, store)
+        control = _Control(epoch, self.settings.checkpoint_interval_s, resume, lease, store)
         if env is None:
             reason = f"environment '{record.environment_id}' is not known to worker {self.id}"
             task.set(TaskStatus.FAILED, "failed", reason)
