@@ -26,11 +26,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.models.nanodet import DEFAULT_INT8_PATH, DEFAULT_MODEL_PATH, INPUT_SIZE, NanoDetDetector  # noqa: E402
+from app.models.nanodet import DEFAULT_INT8_PATH, DEFAULT_MODEL_PATH, NanoDetDetector, input_shape  # noqa: E402
 
 
 def calibration_tiles(demo: Path, frames: int) -> list[np.ndarray]:
-    """Detector inputs (1×3×416×416) from ``frames`` frames spread evenly over every demo camera's video."""
+    """Detector inputs (1×3×H×W, the shapes the product feeds) from ``frames`` frames spread evenly over every demo camera's video."""
     videos = sorted(p for p in demo.iterdir() if p.suffix in (".mp4", ".avi"))
     if not videos:
         raise SystemExit(f"no videos in {demo}: run `spoton build-demo` first")
@@ -46,7 +46,7 @@ def calibration_tiles(demo: Path, frames: int) -> list[np.ndarray]:
             if not ok:
                 continue
             for t in det._tiles_of(0, img):
-                x = np.empty((1, 3, INPUT_SIZE, INPUT_SIZE), np.float32)
+                x = np.empty((1, 3, *input_shape(t, dynamic=True)), np.float32)
                 det._preprocess(img, t, x[0])
                 out.append(x)
         cap.release()

@@ -50,8 +50,9 @@ def test_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     # one case per runtime × precision this machine runs (fp32 on onnxruntime always; int8 with its model)
     assert {c["detector"] for c in data["cases"]} == {"nanodet"}
     assert {(c["weights"], c["precision"]) for c in data["cases"]} >= {
-        ("shipped, onnxruntime", "fp32"),
-        ("shipped, onnxruntime", "int8"),
+        ("shipped, onnxruntime, input=fit", "fp32"),
+        ("shipped, onnxruntime, input=square", "fp32"),
+        ("shipped, onnxruntime, input=fit", "int8"),
     }
     assert data["machine"]["cpu_count"] >= 1
     assert main(["bench", "detector", "--batch", "one"]) == 2

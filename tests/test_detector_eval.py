@@ -79,7 +79,8 @@ def test_variants_cover_tilings_that_differ_and_mark_the_default(
     others.discard("nanodet fp32 openvino tiles=auto")
     names = [v.name for v in variants]
     assert names[:2] == [f"{chosen} tiles=auto", f"{chosen} tiles=2"]  # the configured one in every tiling
-    assert set(names[2:-2]) == others and "nanodet fp32 onnxruntime tiles=auto" in names  # the reference
+    assert set(names[2:-3]) == others and "nanodet fp32 onnxruntime tiles=auto" in names  # the reference
+    assert names[-3] == f"{chosen} tiles=auto input=square"  # the letterboxed input, for comparison
     assert names[-2:] == ["centernet tiles=auto", "centernet tiles=2"]
     assert [v.name for v in variants if v.default] == [f"{chosen} tiles=auto"]
     assert {v.operating_threshold for v in variants if v.detector == "nanodet"} == {0.35}

@@ -11,7 +11,7 @@ import pytest
 
 from app.core.config import Settings
 from app.models.base import Detections, PersonDetector
-from app.models.nanodet import DEFAULT_MODEL_PATH, NanoDetDetector
+from app.models.nanodet import DEFAULT_MODEL_PATH, NanoDetDetector, input_shape
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared/data"
 PETS = DATA / "pets2009-s2l1"
@@ -150,6 +150,50 @@ def test_1080p_frame_uses_two_tiles_and_finds_people(detector: NanoDetDetector) 
 def test_four_by_three_frame_uses_one_tile(detector: NanoDetDetector) -> None:
     assert len(detector._tiles_of(0, np.zeros((576, 768, 3), np.uint8))) == 1
     assert len(detector._tiles_of(0, np.zeros((480, 640, 3), np.uint8))) == 1
+
+
+def test_input_follows_the_frame_shape(detector: NanoDetDetector) -> None:
+    """4:3 cameras run as 416×320 (not letterboxed into 416×416); 16:9 tiles are near-square anyway."""
+    fit = [input_shape(t, dynamic=True) for t in detector._tiles_of(0, np.zeros((480, 640, 3), np.uint8))]
+    assert fit == [(320, 416)]
+    assert input_shape(detector._tiles_of(0, np.zeros((576, 768, 3), np.uint8))[0], dynamic=True) == (320, 416)
+    assert input_shape(detector._tiles_of(0, np.zeros((480, 360, 3), np.uint8))[0], dynamic=True) == (416, 320)
+    wide = [input_shape(t, dynamic=True) for t in detector._tiles_of(0, np.zeros((1080, 1920, 3), np.uint8))]
+    assert wide == [(416, 416), (416, 416)]
+    assert input_shape(detector._tiles_of(0, np.zeros((480, 640, 3), np.uint8))[0], dynamic=False) == (416, 416)
+
+
+def test_fitted_input_finds_the_same_people_as_the_square(
+    detector: NanoDetDetector, pets: tuple[list[np.ndarray], np.ndarray]
+) -> None:
+    """Dropping the letterbox's padding rows must not change what is found: boxes agree one to one."""
+    frames, _ = pets
+    square = NanoDetDetector(input_fit=False)
+    matched = total = 0
+    for fit_det, sq_det in zip(detector.detect(frames), square.detect(frames), strict=True):
+        total += max(len(fit_det), len(sq_det))
+        matched += greedy_matches(iou_matrix(fit_det.boxes, sq_det.boxes), 0.9)
+    assert total > 100 and matched >= 0.95 * total
+
+
+def test_a_model_with_a_fixed_input_size_gets_the_square(
+    tmp_path: Path, pets: tuple[list[np.ndarray], np.ndarray]
+) -> None:
+    """A NanoDet file converted before inputs could vary (fixed 416×416) still works, letterboxed."""
+    import onnx
+
+    model = onnx.load(str(DEFAULT_MODEL_PATH))
+    for d in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.ClearField("dim_param")
+        d.dim_value = 416
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(model, str(fixed))
+    det = NanoDetDetector(model_path=fixed)
+    assert det._dynamic_shape is False
+    frames = pets[0][:2]
+    for a, b in zip(det.detect(frames), NanoDetDetector(input_fit=False).detect(frames), strict=True):
+        assert len(a) > 0
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
 
 
 def test_from_settings() -> None:

@@ -92,12 +92,14 @@ def _builders(settings: Settings, detector: str, precisions: list[str]) -> list[
     if detector == "nanodet":
         from app.models.nanodet import NanoDetDetector, available_variants
 
-        def nanodet(runtime: str, precision: str) -> Callable[[int], Any]:
-            update = {"nanodet_runtime": runtime, "nanodet_precision": precision}
+        def nanodet(runtime: str, precision: str, shape: str) -> Callable[[int], Any]:
+            update = {"nanodet_runtime": runtime, "nanodet_precision": precision, "nanodet_input": shape}
             return lambda _b: NanoDetDetector.from_settings(settings.model_copy(update=update))
 
         chosen = [(rt, p) for rt, p in available_variants() if not precisions or p in precisions]
-        return [(f"shipped, {rt}", nanodet(rt, p)) for rt, p in chosen]
+        return [
+            (f"shipped, {rt}, input={shape}", nanodet(rt, p, shape)) for rt, p in chosen for shape in ("fit", "square")
+        ]
     if detector == "centernet":
         from app.models.centernet import CenterNetDetector
 

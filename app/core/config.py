@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     """``auto``: fp32 (bf16 with the openvino runtime where the CPU computes it natively); ``int8``: the quantised
     model; ``bf16`` needs OpenVINO. Both are faster and opt-in: they keep per-box accuracy but moved global IDF1 by
     up to 3.7 (int8) and 5.4 points (bf16). Speed and accuracy of each: docs/performance.md."""
+    nanodet_input: Literal["fit", "square"] = "fit"
+    """``fit``: each tile's scaled shape rounded up to multiples of 32 (a 4:3 frame: 416×320); ``square``: letterboxed
+    into 416×416 as the model was trained, a third more pixels for 4:3 cameras (docs/performance.md)."""
     nanodet_tiles: Literal["auto", "1", "2"] = "auto"
     """``auto``: two overlapping tiles when the frame is wider than 4:3, else one."""
     nanodet_tile_overlap: float = 0.2

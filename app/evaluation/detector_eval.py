@@ -187,6 +187,10 @@ def _nanodet_variants(settings: Settings, sizes: list[tuple[int, int]], chosen: 
             )
             is_default = chosen and tiles == settings.nanodet_tiles and (runtime, precision) == current
             out.append(Variant(f"nanodet {precision} {runtime} tiles={tiles}", "nanodet", tiles, s, is_default))
+    other_input = "square" if settings.nanodet_input == "fit" else "fit"
+    runtime, precision = current
+    s = settings.model_copy(update={"nanodet_input": other_input, "nanodet_tiles": "auto"})
+    out.append(Variant(f"nanodet {precision} {runtime} tiles=auto input={other_input}", "nanodet", "auto", s, False))
     return out
 
 

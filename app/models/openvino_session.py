@@ -53,6 +53,7 @@ class OpenVinoSession:
         first = self._compiled.inputs[0]
         self.input_name = first.get_any_name()
         self.dynamic_batch = first.get_partial_shape()[0].is_dynamic
+        self.dynamic_spatial = any(d.is_dynamic for d in list(first.get_partial_shape())[2:])
         self.output_names = {name for o in self._compiled.outputs for name in o.get_names()}
         hint = str(self._compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
         self.precision = "bf16" if "bf16" in hint or "bfloat16" in hint else "fp32"
