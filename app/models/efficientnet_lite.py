@@ -167,19 +167,23 @@ def load_efficientnet_lite0(weights_path: Path | None = None) -> EfficientNetLit
 
 
 def preprocess(crops: Sequence[ImageBGR], input_hw: tuple[int, int]) -> torch.Tensor:
-    """BGR uint8 crops of any size → N×3×H×W float32 RGB in [-1, 1] (squashed to the person-shaped input)."""
+    """BGR uint8 crops of any size → N×3×H×W float32 RGB in [-1, 1] (squashed to the person-shaped input).
+
+    Each resized crop is scaled channel by channel straight into the NCHW batch: the same values as converting the
+    NHWC batch in torch, at a fraction of the cost (no strided permute, no second pass)."""
     h, w = input_hw
-    batch = np.empty((len(crops), h, w, 3), np.uint8)
+    batch = np.empty((len(crops), 3, h, w), np.float32)
     for i, crop in enumerate(crops):
         if crop.size == 0:
-            batch[i] = 0  # an empty box still gets a (meaningless but valid) row, keeping indices aligned
+            batch[i] = -_MEAN / _STD  # an empty box still gets a (meaningless but valid) row, keeping indices aligned
             continue
         # Downscaling averages (INTER_AREA) so small-pixel noise doesn't alias; upscaling interpolates.
         interp = cv2.INTER_AREA if crop.shape[0] > h and crop.shape[1] > w else cv2.INTER_LINEAR
         resized = cv2.resize(crop, (w, h), interpolation=interp)
-        batch[i] = cv2.cvtColor(resized, cv2.COLOR_GRAY2RGB if resized.ndim == 2 else cv2.COLOR_BGR2RGB)
-    tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
-    return tensor.sub_(_MEAN).div_(_STD)
+        planes = [resized] * 3 if resized.ndim == 2 else cv2.split(resized)[::-1]  # BGR → RGB
+        for c, plane in enumerate(planes):
+            np.divide(np.subtract(plane, _MEAN, dtype=np.float32), _STD, out=batch[i, c])
+    return torch.from_numpy(batch)
 
 
 class _PooledFeatures(nn.Module):
