@@ -197,6 +197,10 @@ class Settings(BaseSettings):
     """1.0 plays recorded video at its own rate as if live, 2.0 twice as fast; ``max`` (or 0) processes every
     frame as fast as possible (offline runs)."""
     read_ahead_frames: int = 4
+    """Decoded global frames waiting for the models, at most (bounds latency and memory)."""
+    detect_ahead: bool = True
+    """Detect the next global frame (once it is due) while the current one is tracked and identified, on a second
+    thread: the detector and the Python stages overlap on two cores (docs/performance.md). Same results."""
     motion_gate: bool = False
     """Skip detection on camera frames where nothing moved and reuse the previous boxes (docs/performance.md)."""
     motion_gate_min_changed: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.002
@@ -205,7 +209,6 @@ class Settings(BaseSettings):
     """Grey levels a pixel must change by to count as changed."""
     motion_gate_max_skip: Annotated[int, Field(ge=0)] = 4
     """Frames in a row a camera may reuse boxes before the detector runs anyway."""
-    """Decoded global frames waiting for the models, at most (bounds latency and memory)."""
     encode_workers: int = 2
     """Threads encoding JPEGs while the models work on the next frame."""
     jpeg_encoder: Literal["simplejpeg", "opencv"] = "simplejpeg"

@@ -69,6 +69,16 @@ class FrameResult:
 
 
 @dataclass(slots=True, frozen=True)
+class DetectedFrame:
+    """A global frame's detections, made ahead of the rest of its processing."""
+
+    index: int
+    cameras: list[str]
+    detections: list[Detections]
+    ms: float
+
+
+@dataclass(slots=True, frozen=True)
 class EncodedFrame:
     camera_id: str
     message: bytes
@@ -134,13 +144,24 @@ class FrameProcessor:
         self.motion_gate, self._last_detections = gate, last
 
     def process(self, gf: GlobalFrame) -> FrameResult:
-        ms: dict[str, float] = {}
-        cams = [c for c in self.trackers if c in gf.frames]
-        images = [gf.frames[c].image for c in cams]
+        return self.complete(gf, self.detect(gf))
 
+    def detect(self, gf: GlobalFrame) -> DetectedFrame:
+        """The detector on one global frame. Touches no tracking or identity state, so the next frame's detection
+        can run while ``complete`` finishes this one (frames must still be detected in order: the motion gate
+        compares each picture with the previous one)."""
+        cams = [c for c in self.trackers if c in gf.frames]
         t = time.perf_counter()
-        detections = self._detect(cams, images)
-        ms["detect"] = _lap(t)
+        detections = self._detect(cams, [gf.frames[c].image for c in cams])
+        return DetectedFrame(gf.index, cams, detections, _lap(t))
+
+    def complete(self, gf: GlobalFrame, detected: DetectedFrame) -> FrameResult:
+        """Everything after detection — embed, track, map, identify — for frames in order."""
+        if detected.index != gf.index:
+            raise ValueError(f"detections of global frame {detected.index} given for frame {gf.index}")
+        ms: dict[str, float] = {"detect": detected.ms}
+        cams, detections = detected.cameras, detected.detections
+        images = [gf.frames[c].image for c in cams]
 
         # A tracker that uses appearance needs every detection described before it runs (with the cheap
         # tracker embedder when there is one); the identity registry's vectors are made after tracking, only

@@ -29,7 +29,7 @@ from app.core.lifecycle import Components, gpu_summary
 from app.models.registry import build_tracker_embedder
 from app.services.environments import CameraSpec, EnvironmentSpec
 from app.services.frame_encoder import FrameEncoder, build_encoder
-from app.services.frame_processor import EncodedFrame, FrameProcessor, FrameResult, encode_frame
+from app.services.frame_processor import DetectedFrame, EncodedFrame, FrameProcessor, FrameResult, encode_frame
 from app.services.homography import HomographyService
 from app.services.jpeg_quality import QualityController
 from app.services.metrics import PipelineMetrics
@@ -38,7 +38,7 @@ from app.services.notifications import FrameMessage, NotificationHub
 from app.services.processing_task import TaskState, TaskStatus
 from app.services.reid import IdentityRegistry
 from app.services.run_control import Checkpoint, LeaseLostError, RunControl
-from app.services.video_data_manager import FrameSource, SynchronizedReader, VideoDataManagerService
+from app.services.video_data_manager import FrameSource, GlobalFrame, SynchronizedReader, VideoDataManagerService
 from app.services.video_sources.base import DownloadProgress
 from app.utils.loop_monitor import LoopLagMonitor
 
@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 2
+
+_Taken = tuple[GlobalFrame, float, "asyncio.Future[DetectedFrame]"]
+"""A frame taken from the reader: the frame, when it became available, its detection (running)."""
 FINAL_FLUSH_S = 5.0
 """How long a task that ends waits for its history to be committed before it says so."""
 MODEL_STAGES = ("detect", "embed")
@@ -224,7 +227,6 @@ class PipelineOrchestrator:
     async def _loop(self, reader: SynchronizedReader, processor: FrameProcessor) -> None:
         task = self.task
         speed = self.settings.playback_speed
-        period = 1.0 / reader.fps
         total = reader.total_frames
         control = self.control
         resume = control.resume if control is not None else None
@@ -243,25 +245,27 @@ class PipelineOrchestrator:
         next_checkpoint = time.monotonic() + (control.checkpoint_interval_s if control is not None else 0.0)
         in_flight: deque[asyncio.Task[None]] = deque()
         pool = ThreadPoolExecutor(max(1, self.settings.encode_workers), thread_name_prefix="jpeg")
+        detect_pool = ThreadPoolExecutor(1, thread_name_prefix="detect")  # one thread: frames detected in order
+        ahead: _Taken | None = None
+        ended = False
         try:
             while not self.stop_requested.is_set():
-                gf = await asyncio.to_thread(reader.get)
-                if gf is None:
+                current: _Taken | None
+                if ahead is not None:
+                    current, ahead = ahead, None
+                elif ended:
                     break
-                # Latency counts from when the frame exists: its decode, or — played as if live — the moment
-                # a live camera would deliver it (frames are decoded ahead of that moment on purpose).
-                available_at = max(f.decoded_at for f in gf.frames.values())
-                if speed > 0:
-                    due = start + gf.timestamp_s / speed
-                    now = time.monotonic()
-                    if now > due + period / speed and gf.index > 0:
-                        task.stats.frames_skipped += 1
-                        continue
-                    if now < due:
-                        await asyncio.sleep(due - now)
-                        self._sleep_s += time.monotonic() - now
-                    available_at = max(available_at, due)
-                result = await asyncio.to_thread(processor.process, gf)
+                else:
+                    current = await self._take(reader, processor, detect_pool, start)
+                if current is None:
+                    break
+                gf, available_at, detecting = current
+                if self.settings.detect_ahead and not ended:
+                    # the next frame is detected (from its due time on) while this one is tracked and identified
+                    ahead = await self._take(reader, processor, detect_pool, start)
+                    ended = ahead is None
+                detected = await detecting
+                result = await asyncio.to_thread(processor.complete, gf, detected)
                 self._model_ms_total += result.model_ms
                 while len(in_flight) >= MAX_IN_FLIGHT:
                     await in_flight.popleft()
@@ -282,9 +286,43 @@ class PipelineOrchestrator:
             for t in in_flight:
                 await t
         finally:
+            if ahead is not None:  # a frame after the last one processed: its detection is not needed
+                ahead[2].cancel()
             for t in in_flight:
                 t.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
+            detect_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _take(
+        self, reader: SynchronizedReader, processor: FrameProcessor, detect_pool: ThreadPoolExecutor, start: float
+    ) -> _Taken | None:
+        """The next global frame to process (None at the end) with its detection started: played as if live, a
+        frame whose moment has passed by more than a period is skipped, and detection waits for its moment."""
+        speed = self.settings.playback_speed
+        while True:
+            gf = await asyncio.to_thread(reader.get)
+            if gf is None:
+                return None
+            # Latency counts from when the frame exists: its decode, or — played as if live — the moment a live
+            # camera would deliver it (frames are decoded ahead of that moment on purpose).
+            available_at = max(f.decoded_at for f in gf.frames.values())
+            due = None
+            if speed > 0:
+                due = start + gf.timestamp_s / speed
+                if time.monotonic() > due + 1.0 / reader.fps / speed and gf.index > 0:
+                    self.task.stats.frames_skipped += 1
+                    continue
+                available_at = max(available_at, due)
+            detecting = asyncio.get_running_loop().run_in_executor(detect_pool, self._detect_when_due, processor,
+                                                                   gf, due)  # fmt: skip
+            return gf, available_at, detecting
+
+    def _detect_when_due(self, processor: FrameProcessor, gf: GlobalFrame, due: float | None) -> DetectedFrame:
+        wait = 0.0 if due is None else due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+            self._sleep_s += wait
+        return processor.detect(gf)
 
     async def _checkpoint(
         self,

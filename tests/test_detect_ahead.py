@@ -1,0 +1,71 @@
+"""Detecting the next global frame while the current one is tracked must not change what anyone receives."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.core.config import Settings
+from app.services.frame_processor import FrameProcessor
+from tests.live_server import live_server
+from tests.test_e2e import collect, make_clip
+
+pytestmark = pytest.mark.e2e
+N_FRAMES = 21
+
+
+def run_task(clip: Path, **settings: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    s = Settings(environments_dir=clip / "none", extra_environments=[clip], **settings)
+    with live_server(s) as base:
+        started = httpx.post(base + "/api/v1/processing-tasks/start", json={"environment_id": "clip"}).json()
+        _, messages, _ = asyncio.run(collect(started["websocket_url"]))
+        status = httpx.get(started["status_url"]).json()
+    updates = [m for m in messages if m["type"] == "tracking_update"]
+    return updates, status
+
+
+def tracks_of(updates: list[dict[str, Any]]) -> list[Any]:
+    return [
+        (u["global_frame_index"], cid, [(t["track_id"], t["global_id"], t["bbox_xyxy"]) for t in cam["tracks"]])
+        for u in updates
+        for cid, cam in sorted(u["cameras"].items())
+    ]
+
+
+def test_detecting_ahead_gives_the_same_tracks_and_ids(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path, N_FRAMES)
+    ahead, status_ahead = run_task(clip, playback_speed=0.0, detect_ahead=True)
+    serial, status_serial = run_task(clip, playback_speed=0.0, detect_ahead=False)
+    assert status_ahead["status"] == status_serial["status"] == "COMPLETED"
+    assert status_ahead["frames_processed"] == status_serial["frames_processed"] == N_FRAMES
+    assert len(ahead) == N_FRAMES and sum(len(t[2]) for t in tracks_of(ahead)) > 50
+    assert tracks_of(ahead) == tracks_of(serial)
+
+
+def test_played_as_live_no_frame_is_detected_before_its_moment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looking ahead must not read the future: each frame's detection starts no earlier than a live camera would
+    have delivered it (its timestamp after the start), and frames stay in order."""
+    started: list[tuple[int, float]] = []
+    original = FrameProcessor.detect
+
+    def detect(self: FrameProcessor, gf: Any) -> Any:
+        started.append((gf.index, time.monotonic()))
+        return original(self, gf)
+
+    monkeypatch.setattr(FrameProcessor, "detect", detect)
+    clip = make_clip(tmp_path, N_FRAMES)
+    _, status = run_task(clip, playback_speed=1.0, detect_ahead=True)
+    assert status["status"] == "COMPLETED"
+    indices = [i for i, _ in started]
+    # (frames the machine could not keep up with are skipped, never detected early)
+    assert indices == sorted(indices) and len(indices) == status["frames_processed"] >= 3
+    t0 = started[0][1]
+    for index, at in started[1:]:
+        assert at - t0 >= index / 7.0 - 0.02, (index, at - t0)  # 7 fps played at 1x
