@@ -83,7 +83,8 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "app" / "assets" / "nanod
 DOC = f"""NanoDet (RangiLyu/nanodet, Apache-2.0; legacy nanodet-g tensors, COCO, 416x416), converted to TF.js
 by Vladimir Mandic (npm {PACKAGE}@{PACKAGE_VERSION}, MIT; models/nanodet.json sha256 {SHA256["nanodet.json"]},
 models/nanodet.bin sha256 {SHA256["nanodet.bin"]}), converted to ONNX by SpotOn scripts/convert_nanodet.py.
-Input 'input' float32 [batch,3,height,width] (multiples of 32; trained at 416x416) BGR, (x-mean)/std, mean {MEAN_BGR}, std {STD_BGR}.
+Input 'input' float32 [batch,3,height,width] (multiples of 32; trained at 416x416) BGR, (x-mean)/std,
+mean {MEAN_BGR}, std {STD_BGR}.
 Outputs cls_s{{8,16,32}} [batch,cells,80] sigmoid scores; dist_s{{8,16,32}} [batch,cells,44] GFL logits
 (4 sides x 11 bins, reg_max 10), distances from cell centres ((x+0.5)*stride, (y+0.5)*stride)."""
 

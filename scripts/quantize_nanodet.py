@@ -30,7 +30,8 @@ from app.models.nanodet import DEFAULT_INT8_PATH, DEFAULT_MODEL_PATH, NanoDetDet
 
 
 def calibration_tiles(demo: Path, frames: int) -> list[np.ndarray]:
-    """Detector inputs (1×3×H×W, the shapes the product feeds) from ``frames`` frames spread evenly over every demo camera's video."""
+    """Detector inputs (1×3×H×W, the shapes the product feeds) from ``frames`` frames spread evenly over every demo
+    camera's video."""
     videos = sorted(p for p in demo.iterdir() if p.suffix in (".mp4", ".avi"))
     if not videos:
         raise SystemExit(f"no videos in {demo}: run `spoton build-demo` first")
