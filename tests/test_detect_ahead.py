@@ -37,10 +37,42 @@ def tracks_of(updates: list[dict[str, Any]]) -> list[Any]:
     ]
 
 
-def test_detecting_ahead_gives_the_same_tracks_and_ids(tmp_path: Path) -> None:
+def overlaps(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, float, float]]:
+    """Record (kind, frame, start, end) of every detect and complete call."""
+    calls: list[tuple[str, int, float, float]] = []
+    for kind in ("detect", "complete"):
+        original = getattr(FrameProcessor, kind)
+
+        def timed(self: FrameProcessor, gf: Any, *rest: Any, _kind: str = kind, _f: Any = original) -> Any:
+            t0 = time.monotonic()
+            try:
+                return _f(self, gf, *rest)
+            finally:
+                calls.append((_kind, gf.index, t0, time.monotonic()))
+
+        monkeypatch.setattr(FrameProcessor, kind, timed)
+    return calls
+
+
+def detections_during_completion(calls: list[tuple[str, int, float, float]]) -> int:
+    """How many frames were detected (in part) while the previous frame was being completed."""
+    done = {i: (a, b) for k, i, a, b in calls if k == "complete"}
+
+    def during_previous(i: int, a: float, b: float) -> bool:
+        start, end = done.get(i - 1, (0.0, 0.0))
+        return a < end and b > start
+
+    return sum(1 for k, i, a, b in calls if k == "detect" and during_previous(i, a, b))
+
+
+def test_detecting_ahead_gives_the_same_tracks_and_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clip = make_clip(tmp_path, N_FRAMES)
-    ahead, status_ahead = run_task(clip, playback_speed=0.0, detect_ahead=True)
-    serial, status_serial = run_task(clip, playback_speed=0.0, detect_ahead=False)
+    calls = overlaps(monkeypatch)
+    ahead, status_ahead = run_task(clip, playback_speed=0.0)  # auto: on when unpaced
+    overlapped = detections_during_completion(calls)
+    calls.clear()
+    serial, status_serial = run_task(clip, playback_speed=0.0, detect_ahead="off")
+    assert overlapped >= N_FRAMES // 2 and detections_during_completion(calls) == 0
     assert status_ahead["status"] == status_serial["status"] == "COMPLETED"
     assert status_ahead["frames_processed"] == status_serial["frames_processed"] == N_FRAMES
     assert len(ahead) == N_FRAMES and sum(len(t[2]) for t in tracks_of(ahead)) > 50
@@ -61,7 +93,7 @@ def test_played_as_live_no_frame_is_detected_before_its_moment(
 
     monkeypatch.setattr(FrameProcessor, "detect", detect)
     clip = make_clip(tmp_path, N_FRAMES)
-    _, status = run_task(clip, playback_speed=1.0, detect_ahead=True)
+    _, status = run_task(clip, playback_speed=1.0, detect_ahead="on")
     assert status["status"] == "COMPLETED"
     indices = [i for i, _ in started]
     # (frames the machine could not keep up with are skipped, never detected early)

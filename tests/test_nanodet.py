@@ -207,6 +207,12 @@ def test_from_settings() -> None:
     det = NanoDetDetector.from_settings(settings)
     assert (det.score_threshold, det.nms_iou, det.tiles, det.tile_overlap) == (0.5, 0.4, "2", 0.1)
     assert len(det._tiles_of(0, np.zeros((576, 768, 3), np.uint8))) == 2
+    small = NanoDetDetector.from_settings(Settings(nanodet_input_size=320))
+    tile = small._tiles_of(0, np.zeros((480, 640, 3), np.uint8))[0]
+    assert input_shape(tile, True, small.input_size) == (256, 320)
+    assert len(small.detect([np.zeros((480, 640, 3), np.uint8)])[0]) == 0
+    with pytest.raises(ValueError, match="multiple of 32"):
+        NanoDetDetector(input_size=400)
 
 
 def test_missing_model_names_the_fix(tmp_path: Path) -> None:

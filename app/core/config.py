@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     nanodet_input: Literal["fit", "square"] = "fit"
     """``fit``: each tile's scaled shape rounded up to multiples of 32 (a 4:3 frame: 416×320); ``square``: letterboxed
     into 416×416 as the model was trained, a third more pixels for 4:3 cameras (docs/performance.md)."""
+    nanodet_input_size: int = 416
+    """Longer side of a tile's network input (multiple of 32; the model was trained at 416)."""
     nanodet_tiles: Literal["auto", "1", "2"] = "auto"
     """``auto``: two overlapping tiles when the frame is wider than 4:3, else one."""
     nanodet_tile_overlap: float = 0.2
@@ -198,9 +200,11 @@ class Settings(BaseSettings):
     frame as fast as possible (offline runs)."""
     read_ahead_frames: int = 4
     """Decoded global frames waiting for the models, at most (bounds latency and memory)."""
-    detect_ahead: bool = True
+    detect_ahead: Literal["auto", "on", "off"] = "auto"
     """Detect the next global frame (once it is due) while the current one is tracked and identified, on a second
-    thread: the detector and the Python stages overlap on two cores (docs/performance.md). Same results."""
+    thread. Same results; on two CPU cores it buys ~6 % throughput unpaced but, played as if live, raises latency
+    (p99 +260 ms) for no throughput, because the overlapped stages slow each other (docs/performance.md). ``auto``:
+    on only when playback is unpaced (``SPOTON_PLAYBACK_SPEED=max``)."""
     motion_gate: bool = False
     """Skip detection on camera frames where nothing moved and reuse the previous boxes (docs/performance.md)."""
     motion_gate_min_changed: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.002

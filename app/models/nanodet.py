@@ -94,15 +94,15 @@ def _centers(shape: InputShape) -> list[FloatArray]:
     return out
 
 
-def input_shape(t: Tile, dynamic: bool) -> InputShape:
+def input_shape(t: Tile, dynamic: bool, size: int = INPUT_SIZE) -> InputShape:
     """The smallest input holding the scaled tile whose sides are multiples of the largest stride (the model's
-    resizes halve and double), or the trained square when the model file fixes its input size."""
+    resizes halve and double), or the ``size`` square when the model file fixes its input size."""
     if not dynamic:
-        return INPUT_SIZE, INPUT_SIZE
+        return size, size
     step = STRIDES[-1]
 
     def side(n: int) -> int:
-        return min(INPUT_SIZE, -(-min(INPUT_SIZE, round(n * t.scale)) // step) * step)
+        return min(size, -(-min(size, round(n * t.scale)) // step) * step)
 
     return side(t.y1 - t.y0), side(t.x1 - t.x0)
 
@@ -141,6 +141,7 @@ class NanoDetDetector:
         precision: Precision = "fp32",
         runtime: Runtime = "onnxruntime",
         input_fit: bool = True,
+        input_size: int = INPUT_SIZE,
     ) -> None:
         if precision not in ("fp32", "int8", "bf16"):
             raise ValueError(f"precision must be 'fp32', 'int8' or 'bf16', not {precision!r}")
@@ -165,6 +166,9 @@ class NanoDetDetector:
         self.nms_iou = float(nms_iou)
         self.tiles: TileMode = tiles
         self.tile_overlap = float(tile_overlap)
+        if input_size % STRIDES[-1] or not 128 <= input_size <= 1024:
+            raise ValueError(f"input_size must be a multiple of {STRIDES[-1]} in 128..1024, not {input_size}")
+        self.input_size = input_size
 
         self.runtime: Runtime = runtime
         self._session: Any
@@ -212,19 +216,20 @@ class NanoDetDetector:
             precision=precision,
             runtime=runtime,
             input_fit=settings.nanodet_input == "fit",
+            input_size=settings.nanodet_input_size,
         )
 
     # -- public -------------------------------------------------------------------------------------
     def warmup(self) -> None:
         """One inference so that the first real frame does not pay for onnxruntime's lazy set-up."""
-        self._run(np.zeros((1, 3, INPUT_SIZE, INPUT_SIZE), np.float32))
+        self._run(np.zeros((1, 3, self.input_size, self.input_size), np.float32))
 
     def detect(self, images: list[ImageBGR]) -> list[Detections]:
         if not images:
             return []
         images = [self._as_bgr(im) for im in images]
         tiles = [t for i, im in enumerate(images) for t in self._tiles_of(i, im)]
-        shapes = [input_shape(t, self._dynamic_shape) for t in tiles]
+        shapes = [input_shape(t, self._dynamic_shape, self.input_size) for t in tiles]
         per_image: list[list[tuple[FloatArray, FloatArray]]] = [[] for _ in images]
         for shape in dict.fromkeys(shapes):  # one batch per input shape; cameras of one size share one
             group = [t for t, s in zip(tiles, shapes, strict=True) if s == shape]
@@ -264,7 +269,7 @@ class NanoDetDetector:
     def _tiles_of(self, index: int, im: ImageBGR) -> list[Tile]:
         """One full-frame tile, or side-by-side tiles sharing ``tile_overlap`` of their width."""
         h, w = im.shape[:2]
-        return plan_tiles(index, w, h, tile_count(self.tiles, w, h), self.tile_overlap, INPUT_SIZE)
+        return plan_tiles(index, w, h, tile_count(self.tiles, w, h), self.tile_overlap, self.input_size)
 
     def _preprocess(self, im: ImageBGR, t: Tile, out: FloatArray) -> None:
         """Letterbox the crop into the top-left of the input ``out`` (keeps aspect ratio), normalise, CHW."""

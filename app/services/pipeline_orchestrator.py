@@ -248,6 +248,8 @@ class PipelineOrchestrator:
         detect_pool = ThreadPoolExecutor(1, thread_name_prefix="detect")  # one thread: frames detected in order
         ahead: _Taken | None = None
         ended = False
+        mode = self.settings.detect_ahead
+        detect_ahead = mode == "on" or (mode == "auto" and speed <= 0)  # live: latency first (docs/performance.md)
         try:
             while not self.stop_requested.is_set():
                 current: _Taken | None
@@ -260,7 +262,7 @@ class PipelineOrchestrator:
                 if current is None:
                     break
                 gf, available_at, detecting = current
-                if self.settings.detect_ahead and not ended:
+                if detect_ahead and not ended:
                     # the next frame is detected (from its due time on) while this one is tracked and identified
                     ahead = await self._take(reader, processor, detect_pool, start)
                     ended = ahead is None
