@@ -38,7 +38,13 @@ from app.services.notifications import FrameMessage, NotificationHub
 from app.services.processing_task import TaskState, TaskStatus
 from app.services.reid import IdentityRegistry
 from app.services.run_control import Checkpoint, LeaseLostError, RunControl
-from app.services.video_data_manager import FrameSource, GlobalFrame, SynchronizedReader, VideoDataManagerService
+from app.services.video_data_manager import (
+    FrameSource,
+    GlobalFrame,
+    SynchronizedReader,
+    VideoDataManagerService,
+    VideoSourceError,
+)
 from app.services.video_sources.base import DownloadProgress
 from app.utils.loop_monitor import LoopLagMonitor
 
@@ -248,23 +254,28 @@ class PipelineOrchestrator:
         detect_pool = ThreadPoolExecutor(1, thread_name_prefix="detect")  # one thread: frames detected in order
         ahead: _Taken | None = None
         ended = False
+        failure: VideoSourceError | None = None
         mode = self.settings.detect_ahead
         detect_ahead = mode == "on" or (mode == "auto" and speed <= 0)  # live: latency first (docs/performance.md)
         try:
             while not self.stop_requested.is_set():
-                current: _Taken | None
+                current: _Taken | None = None
                 if ahead is not None:
                     current, ahead = ahead, None
-                elif ended:
-                    break
-                else:
-                    current = await self._take(reader, processor, detect_pool, start)
+                elif not ended:
+                    try:
+                        current = await self._take(reader, processor, detect_pool, start)
+                    except VideoSourceError as exc:
+                        failure = exc
                 if current is None:
                     break
                 gf, available_at, detecting = current
                 if detect_ahead and not ended:
                     # the next frame is detected (from its due time on) while this one is tracked and identified
-                    ahead = await self._take(reader, processor, detect_pool, start)
+                    try:
+                        ahead = await self._take(reader, processor, detect_pool, start)
+                    except VideoSourceError as exc:  # raised once this frame is out
+                        failure = exc
                     ended = ahead is None
                 detected = await detecting
                 result = await asyncio.to_thread(processor.complete, gf, detected)
@@ -287,6 +298,8 @@ class PipelineOrchestrator:
                         break
             for t in in_flight:
                 await t
+            if failure is not None:  # a broken video fails the task after the frames before it went out
+                raise failure
         finally:
             if ahead is not None:  # a frame after the last one processed: its detection is not needed
                 ahead[2].cancel()
