@@ -180,3 +180,40 @@ def test_onnxruntime_runtime_gives_the_same_embeddings_and_caches_its_export(tmp
     mtime = exported[0].stat().st_mtime_ns
     EfficientNetLite0Embedder(onnx_cache=tmp_path)  # a second load reuses the export
     assert exported[0].stat().st_mtime_ns == mtime
+
+
+def test_int8_network_keeps_the_cross_camera_join(embedder: EfficientNetLite0Embedder, tmp_path: Path) -> None:
+    """The shipped int8 network (the CPU default) answers "which person in the other camera?" like fp32 does."""
+    int8 = EfficientNetLite0Embedder(onnx_cache=tmp_path, precision="int8")
+    assert (int8.runtime, int8.info.precision) == ("onnxruntime", "int8")
+    crops, cams, frames, ids = _multiview_crops(step=20)
+    a, b = embedder.embed(crops), int8.embed(crops)
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert float(np.median((a * b).sum(axis=1))) > 0.75  # the same crop through both networks
+
+    def join_accuracy(emb: np.ndarray) -> float:
+        sim = emb @ emb.T
+        hits = []
+        for q in range(len(crops)):
+            for other in set(cams.tolist()) - {cams[q]}:
+                gallery = (cams == other) & (frames == frames[q])
+                if gallery.sum() >= 2 and (ids[gallery] == ids[q]).sum() == 1:
+                    hits.append(ids[gallery][np.argmax(sim[q, gallery])] == ids[q])
+        return float(np.mean(hits))
+
+    assert join_accuracy(b) > join_accuracy(a) - 0.05
+
+
+def test_int8_settings_and_clear_errors(tmp_path: Path) -> None:
+    from app.core.config import Settings
+
+    if not torch.cuda.is_available():
+        assert EfficientNetLite0Embedder.from_settings(Settings(data_dir=tmp_path)).info.precision == "int8"
+        fp32 = EfficientNetLite0Embedder.from_settings(Settings(data_dir=tmp_path, embedder_precision="fp32"))
+        assert fp32.info.precision == "fp32"
+        eager = EfficientNetLite0Embedder.from_settings(Settings(data_dir=tmp_path, embedder_runtime="torch"))
+        assert eager.info.precision == "fp32" and eager.runtime == "torch"  # int8 only on onnxruntime
+    with pytest.raises(ValueError, match="onnxruntime"):
+        EfficientNetLite0Embedder(precision="int8")
+    with pytest.raises(ValueError, match="192x96"):
+        EfficientNetLite0Embedder(onnx_cache=tmp_path, precision="int8", input_hw=(256, 128))

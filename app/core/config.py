@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     embedder_runtime: Literal["auto", "torch", "onnxruntime"] = "auto"
     """EfficientNet-Lite0 on the CPU: ``auto`` = onnxruntime (the same numbers, faster; exported once into
     ``<data_dir>/models``); on CUDA it is always PyTorch."""
+    embedder_precision: Literal["auto", "fp32", "int8"] = "auto"
+    """EfficientNet-Lite0 on the CPU: ``auto`` = the shipped int8 network (1.6× faster, same identity figures;
+    docs/performance.md) when onnxruntime runs it, else fp32; on CUDA fp16."""
     embedder_colour_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.7
     """``fused``: share of the part-colour descriptor in the cosine (the rest is EfficientNet-Lite0)."""
     clip_model: str = "ViT-B-16"

@@ -43,6 +43,9 @@ EMBED_DIM = 1280
 DEFAULT_INPUT_HW: tuple[int, int] = (192, 96)
 """Person-shaped input (H×W). On multiview-dev cross-camera retrieval 192×96, 224×112, 256×128 and 320×160 score
 within noise of each other (mAP 0.34); 192×96 costs ~2.5× less CPU than 256×128, 160×80 starts to lose (0.32)."""
+INT8_MODEL_PATH = Path(__file__).resolve().parents[1] / "assets" / "efficientnet-lite0-int8.onnx"
+"""int8 weights and activations at ``DEFAULT_INPUT_HW`` (``scripts/quantize_embedder.py``, calibrated on person crops
+of the demo video): 1.6× the float network's speed on this CPU, the same identity figures (docs/performance.md)."""
 CPU_MAX_BATCH = 16
 """On CPU, chunks above ~16 crops run slower per crop (activations fall out of cache); measured 2 cores."""
 
@@ -203,9 +206,14 @@ class OnnxFeatures:
     export is cached next to the other downloaded models, keyed by weights, input size and torch version."""
 
     def __init__(self, model: EfficientNetLite0, weights: Path, input_hw: tuple[int, int], cache_dir: Path,
-                 threads: int = 1) -> None:  # fmt: skip
+                 threads: int = 1, model_file: Path | None = None) -> None:  # fmt: skip
+        """``model_file``: run this ONNX file (e.g. the int8 one) instead of exporting ``model``."""
         from app.models.onnx_session import cpu_session
 
+        if model_file is not None:
+            self.path = model_file
+            self._session = cpu_session(model_file, threads)
+            return
         h, w = input_hw
         key = hashlib.sha256(f"{weights.stat().st_size}:{weights.name}:{torch.__version__}".encode()).hexdigest()[:12]
         path = cache_dir / f"efficientnet-lite0-{h}x{w}-{key}.onnx"
@@ -238,30 +246,42 @@ class EfficientNetLite0Embedder:
         threads: int = 0,
         weights_path: Path | None = None,
         input_hw: tuple[int, int] = DEFAULT_INPUT_HW,
-        precision: Literal["fp32", "fp16"] = "fp32",
+        precision: Literal["fp32", "fp16", "int8"] = "fp32",
         onnx_cache: Path | None = None,
         onnx_threads: int = 1,
     ) -> None:
         """`threads` > 0 sets torch's process-wide intra-op thread count (0 leaves torch's default).
         `precision="fp16"` is only for CUDA, where it halves memory traffic; CPU half kernels are slow.
+        `precision="int8"` runs the shipped quantised network (CPU, onnxruntime, the default input size).
         `onnx_cache`: on CPU, run the network with onnxruntime (exported once into this folder)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
         if precision == "fp16" and self.device.type != "cuda":
             raise ValueError("fp16 precision needs a CUDA device")
+        if precision == "int8":
+            if self.device.type != "cpu" or onnx_cache is None:
+                raise ValueError("the int8 embedder runs on the CPU with onnxruntime (SPOTON_EMBEDDER_RUNTIME)")
+            if tuple(input_hw) != DEFAULT_INPUT_HW:
+                raise ValueError(f"the int8 embedder is made for {DEFAULT_INPUT_HW[0]}x{DEFAULT_INPUT_HW[1]} inputs")
+            if not INT8_MODEL_PATH.is_file():
+                raise FileNotFoundError(
+                    f"int8 EfficientNet-Lite0 not found at {INT8_MODEL_PATH}; recreate it with "
+                    "`python scripts/quantize_embedder.py` or set SPOTON_EMBEDDER_PRECISION=fp32"
+                )
         if threads > 0:
             torch.set_num_threads(threads)
         self.batch_size = batch_size
         self.input_hw = input_hw
         self.dim = EMBED_DIM
-        self._dtype = torch.float16 if precision == "fp16" else torch.float32
+        self._dtype = torch.float16 if precision == "fp16" else torch.float32  # int8: only inside onnxruntime
         t0 = time.perf_counter()
         self.model = load_efficientnet_lite0(weights_path).to(self.device, self._dtype)
         self._onnx: OnnxFeatures | None = None
         if onnx_cache is not None and self.device.type == "cpu":
             self._onnx = OnnxFeatures(
-                self.model, Path(weights_path or default_weights_path()), input_hw, onnx_cache, onnx_threads
+                self.model, Path(weights_path or default_weights_path()), input_hw, onnx_cache, onnx_threads,
+                INT8_MODEL_PATH if precision == "int8" else None,
             )
         elif self.device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -276,11 +296,16 @@ class EfficientNetLite0Embedder:
         """CUDA (fp16) when available, else CPU (fp32, batches capped at `CPU_MAX_BATCH`)."""
         cuda = torch.cuda.is_available()
         onnx = not cuda and settings.embedder_runtime in ("auto", "onnxruntime")
+        precision: Literal["fp32", "fp16", "int8"] = "fp16" if cuda else "fp32"
+        if settings.embedder_precision == "int8" or (
+            settings.embedder_precision == "auto" and onnx and INT8_MODEL_PATH.is_file()
+        ):
+            precision = "int8"
         return cls(
             device="cuda" if cuda else "cpu",
             batch_size=settings.embedder_batch_size if cuda else min(settings.embedder_batch_size, CPU_MAX_BATCH),
             threads=settings.torch_threads,
-            precision="fp16" if cuda else "fp32",
+            precision=precision,
             onnx_cache=settings.data_dir / "models" if onnx else None,
             onnx_threads=settings.onnx_threads or 1,
         )
