@@ -291,7 +291,8 @@ class PipelineOrchestrator:
                     self._on_status_tick()
                     next_status = time.monotonic() + self.settings.status_interval_s
                 if control is not None and (time.monotonic() >= next_checkpoint or control.hand_back.is_set()):
-                    saved = await self._checkpoint(control, in_flight, processor, gf.index, gf.timestamp_s)
+                    saved = await self._checkpoint(control, in_flight, processor, gf.index, gf.timestamp_s,
+                                                   None if ahead is None else ahead[2])
                     next_checkpoint = time.monotonic() + control.checkpoint_interval_s
                     if saved and control.hand_back.is_set() and not self.stop_requested.is_set():
                         self.outcome = "handed_back"
@@ -346,6 +347,7 @@ class PipelineOrchestrator:
         processor: FrameProcessor,
         frame: int,
         video_ts_s: float,
+        detecting_ahead: asyncio.Future[DetectedFrame] | None = None,
     ) -> bool:
         """Save a resume point after ``frame``: once its history (and all before it) is committed, so a resumed
         run neither repeats nor misses a record. False when the history could not be committed in time (the
@@ -358,6 +360,8 @@ class PipelineOrchestrator:
             log.warning("task %s: history not committed in time; checkpoint after frame %d skipped",
                         self.task.task_id, frame)
             return False
+        if detecting_ahead is not None:  # the next frame's detection also writes the motion gate's state
+            await asyncio.wait([detecting_ahead])
         st = self.task.stats
         t0 = time.perf_counter()
         checkpoint = Checkpoint(
