@@ -183,7 +183,7 @@ def test_onnxruntime_runtime_gives_the_same_embeddings_and_caches_its_export(tmp
 
 
 def test_int8_network_keeps_the_cross_camera_join(embedder: EfficientNetLite0Embedder, tmp_path: Path) -> None:
-    """The shipped int8 network (the CPU default) answers "which person in the other camera?" like fp32 does."""
+    """The shipped int8 network (opt-in on the CPU) answers "which person in the other camera?" like fp32 does."""
     int8 = EfficientNetLite0Embedder(onnx_cache=tmp_path, precision="int8")
     assert (int8.runtime, int8.info.precision) == ("onnxruntime", "int8")
     crops, cams, frames, ids = _multiview_crops(step=20)
@@ -208,11 +208,13 @@ def test_int8_settings_and_clear_errors(tmp_path: Path) -> None:
     from app.core.config import Settings
 
     if not torch.cuda.is_available():
-        assert EfficientNetLite0Embedder.from_settings(Settings(data_dir=tmp_path)).info.precision == "int8"
-        fp32 = EfficientNetLite0Embedder.from_settings(Settings(data_dir=tmp_path, embedder_precision="fp32"))
-        assert fp32.info.precision == "fp32"
-        eager = EfficientNetLite0Embedder.from_settings(Settings(data_dir=tmp_path, embedder_runtime="torch"))
-        assert eager.info.precision == "fp32" and eager.runtime == "torch"  # int8 only on onnxruntime
+        assert EfficientNetLite0Embedder.from_settings(Settings(data_dir=tmp_path)).info.precision == "fp32"
+        int8 = EfficientNetLite0Embedder.from_settings(Settings(data_dir=tmp_path, embedder_precision="int8"))
+        assert (int8.info.precision, int8.runtime) == ("int8", "onnxruntime")
+        with pytest.raises(ValueError, match="onnxruntime"):  # int8 only on onnxruntime
+            EfficientNetLite0Embedder.from_settings(
+                Settings(data_dir=tmp_path, embedder_runtime="torch", embedder_precision="int8")
+            )
     with pytest.raises(ValueError, match="onnxruntime"):
         EfficientNetLite0Embedder(precision="int8")
     with pytest.raises(ValueError, match="192x96"):

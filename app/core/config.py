@@ -124,8 +124,8 @@ class Settings(BaseSettings):
     """EfficientNet-Lite0 on the CPU: ``auto`` = onnxruntime (the same numbers, faster; exported once into
     ``<data_dir>/models``); on CUDA it is always PyTorch."""
     embedder_precision: Literal["auto", "fp32", "int8"] = "auto"
-    """EfficientNet-Lite0 on the CPU: ``auto`` = the shipped int8 network (1.6× faster, same identity figures;
-    docs/performance.md) when onnxruntime runs it, else fp32; on CUDA fp16."""
+    """EfficientNet-Lite0: ``auto`` = fp32 on the CPU, fp16 on CUDA; ``int8``: the shipped quantised network on the
+    CPU with onnxruntime (1.6× faster; identity within a point, but fewer re-entries kept; docs/performance.md)."""
     embedder_colour_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.7
     """``fused``: share of the part-colour descriptor in the cosine (the rest is EfficientNet-Lite0)."""
     clip_model: str = "ViT-B-16"

@@ -45,7 +45,8 @@ DEFAULT_INPUT_HW: tuple[int, int] = (192, 96)
 within noise of each other (mAP 0.34); 192×96 costs ~2.5× less CPU than 256×128, 160×80 starts to lose (0.32)."""
 INT8_MODEL_PATH = Path(__file__).resolve().parents[1] / "assets" / "efficientnet-lite0-int8.onnx"
 """int8 weights and activations at ``DEFAULT_INPUT_HW`` (``scripts/quantize_embedder.py``, calibrated on person crops
-of the demo video): 1.6× the float network's speed on this CPU, the same identity figures (docs/performance.md)."""
+of the demo video): 1.6× the float network's speed on this CPU; opt-in, because on a re-entry set it kept 2 of 14
+re-entries where fp32 kept 4 (docs/performance.md)."""
 CPU_MAX_BATCH = 16
 """On CPU, chunks above ~16 crops run slower per crop (activations fall out of cache); measured 2 cores."""
 
@@ -297,9 +298,7 @@ class EfficientNetLite0Embedder:
         cuda = torch.cuda.is_available()
         onnx = not cuda and settings.embedder_runtime in ("auto", "onnxruntime")
         precision: Literal["fp32", "fp16", "int8"] = "fp16" if cuda else "fp32"
-        if settings.embedder_precision == "int8" or (
-            settings.embedder_precision == "auto" and onnx and INT8_MODEL_PATH.is_file()
-        ):
+        if settings.embedder_precision == "int8":
             precision = "int8"
         return cls(
             device="cuda" if cuda else "cpu",
