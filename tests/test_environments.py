@@ -8,7 +8,7 @@ import pytest
 
 from app.services.environment_catalog import EnvironmentCatalog
 from app.services.environments import EnvironmentError_, load_environment
-from app.services.homography import HomographyService, apply_homography
+from app.services.homography import CUT_BOX_ASPECT, HomographyService, apply_homography, foot_points
 from tests.conftest import shared
 
 
@@ -60,6 +60,42 @@ def test_ground_truth_feet_land_on_world_positions() -> None:
             errs.append(np.linalg.norm(p - world[(int(row[0]), int(row[1]))]))
     assert np.mean(errs) < 0.12
     assert np.percentile(errs, 95) < 0.2
+
+
+def test_people_cut_off_by_the_bottom_edge_land_near_where_they_stand() -> None:
+    """A person walking out of view at the bottom: the box ends at the image edge, not at the feet. Simulated on
+    whole ground-truth boxes cut by 25 % and 40 % (the image ending there): projecting the cut edge puts people
+    metres short; extending the box to a whole person's shape puts them within a metre."""
+    root = shared("multiview-dev")
+    env = load_environment(root)
+    world = {(int(r[0]), int(r[1])): r[2:4] for r in np.loadtxt(root / "gt" / "gt_world.txt", delimiter=",")}
+    median = {}
+    for aspect in (0.0, CUT_BOX_ASPECT):
+        hs = HomographyService(env, cut_box_aspect=aspect)
+        errs = []
+        for cid, cam in env.cameras.items():
+            gt = np.loadtxt(root / "gt" / f"gt_{cid}.txt", delimiter=",")[::5]
+            boxes = np.stack([gt[:, 2], gt[:, 3], gt[:, 2] + gt[:, 4], gt[:, 3] + gt[:, 5]], axis=1)
+            whole = (boxes[:, 1] > 2) & (boxes[:, 3] < cam.height - 2)
+            for share in (0.25, 0.4):
+                for row, (x1, y1, x2, y2) in zip(gt[whole], boxes[whole], strict=True):
+                    edge = y2 - share * (y2 - y1)
+                    xy = hs.boxes_to_map(cid, [[x1, y1, x2, edge]], image_height=edge)[0]
+                    errs.append(np.linalg.norm(xy - world[(int(row[0]), int(row[1]))]))
+        median[aspect] = float(np.median(errs))
+    assert median[0.0] > 1.5  # measured 2.26 m
+    assert median[CUT_BOX_ASPECT] < 0.8 and median[CUT_BOX_ASPECT] < 0.4 * median[0.0]  # measured 0.56 m
+
+
+def test_only_boxes_at_the_bottom_edge_are_extended() -> None:
+    boxes = [[100, 400, 140, 480], [100, 400, 140, 470], [100, 460, 140, 479]]
+    feet = foot_points(boxes, image_height=480)
+    assert feet[0].tolist() == [120, 400 + CUT_BOX_ASPECT * 40]  # cut off: where a whole box would end
+    assert feet[1].tolist() == [120, 470]  # whole: its bottom
+    assert feet[2].tolist() == [120, 460 + CUT_BOX_ASPECT * 40]
+    assert foot_points(boxes)[0].tolist() == [120, 480]  # no image size: the bottom, as before
+    assert foot_points([[100, 100, 140, 480]], 480)[0].tolist() == [120, 480]  # taller than a whole box: unchanged
+    assert foot_points(boxes, 480, cut_box_aspect=0)[0].tolist() == [120, 480]
 
 
 @pytest.mark.parametrize(

@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     """What the trackers compare: ``part_colour``, clothing colour per body part of every detection (about
     0.1 ms a crop; the identity embedder still runs only on the crops the registry needs), or ``identity``, the
     identity embedder on every detection (same scores on PETS, ~6× the embedding time on the CPU)."""
+    map_cut_box_aspect: Annotated[float, Field(ge=0.0)] = 2.6
+    """A box cut off by the image's bottom edge gets its foot point where a whole box this many times its width
+    tall would end (0: at the edge, as if it were the feet); docs/accuracy.md."""
     reid_embed_every_n: int = 5
     """A tracked person's crop is embedded on its first frame and then every N-th frame (gallery refresh)."""
     reid_match_threshold: float = 0.85

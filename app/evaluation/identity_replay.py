@@ -20,7 +20,7 @@ from app.evaluation.observation_log import LoggedFrame, LoggedTrack, Observation
 from app.evaluation.tracking_eval import Dataset, OutputCollector, PipelineOutput, run_pipeline
 from app.models.base import AppearanceEmbedder, FloatArray
 from app.services.frame_processor import crop_boxes
-from app.services.homography import foot_sigma_m
+from app.services.homography import HomographyService
 
 if TYPE_CHECKING:
     from app.services.frame_processor import FrameResult
@@ -93,7 +93,7 @@ def replay(log: ObservationLog, dataset: Dataset, settings: Settings) -> Pipelin
     describe = _descriptor_of(log, name, settings.embedder_colour_weight)
     dim = next((len(v) for f in log.frames for t in f.tracks if (v := describe(t)) is not None), 1)
     registry = IdentityRegistry.from_settings(settings, dim, dataset.env)
-    to_m = {cid: dataset.env.image_to_metres(cid) for cid in dataset.env.cameras}
+    homography = HomographyService(dataset.env, settings.map_cut_box_aspect)  # positions as the pipeline makes them
     every = max(1, settings.reid_embed_every_n)
     described: dict[tuple[str, int], int] = {}
     collect = OutputCollector(list(dataset.env.cameras), dataset.first_frame)
@@ -108,8 +108,10 @@ def replay(log: ObservationLog, dataset: Dataset, settings: Settings) -> Pipelin
                 if n % every == 0:
                     vec = describe(t)
                 described[key] = n + 1
-            sd = float(foot_sigma_m(to_m[t.camera_id], [t.bbox_xyxy])[0])
-            observations.append(Observation(t.camera_id, t.track_id, vec, t.map_xy, t.confidence, t.bbox_xyxy,
+            xy = homography.boxes_to_map(t.camera_id, [t.bbox_xyxy])[0]
+            sd = float(homography.boxes_sigma_m(t.camera_id, [t.bbox_xyxy])[0])
+            pos = (float(xy[0]), float(xy[1])) if np.all(np.isfinite(xy)) else None
+            observations.append(Observation(t.camera_id, t.track_id, vec, pos, t.confidence, t.bbox_xyxy,
                                             sd if np.isfinite(sd) else None))  # fmt: skip
         gids = registry.assign(observations, frame.timestamp_s)
         for t, gid in zip(frame.tracks, gids, strict=True):

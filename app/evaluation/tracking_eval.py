@@ -176,7 +176,7 @@ def run_pipeline(
         detector=detector,
         embedder=embedder,
         trackers={cid: factory.create(cid, cam.fps or 10.0) for cid, cam in env.cameras.items()},
-        homography=HomographyService(env),
+        homography=HomographyService(env, settings.map_cut_box_aspect),
         identities=IdentityRegistry.from_settings(settings, embedder.dim, env),
         embed_every_n=settings.reid_embed_every_n,
         motion_gate=MotionGate.from_settings(settings),

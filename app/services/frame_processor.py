@@ -181,9 +181,9 @@ class FrameProcessor:
         for cid, image, det, emb in zip(cams, images, detections, det_emb, strict=True):
             tracks = self.trackers[cid].update(image, det, emb)
             boxes = np.array([tr.bbox_xyxy for tr in tracks], np.float64).reshape(-1, 4)
-            per_cam.append(
-                (cid, tracks, self.homography.boxes_to_map(cid, boxes), self.homography.boxes_sigma_m(cid, boxes))
-            )
+            height = image.shape[0]
+            per_cam.append((cid, tracks, self.homography.boxes_to_map(cid, boxes, height),
+                            self.homography.boxes_sigma_m(cid, boxes, height)))  # fmt: skip
         ms["track"] = _lap(t)
 
         t = time.perf_counter()

@@ -27,9 +27,26 @@ def apply_homography(h: npt.NDArray[np.float64], points: npt.ArrayLike) -> Point
     return out
 
 
-def foot_points(boxes_xyxy: npt.ArrayLike) -> Points:
+CUT_BOX_ASPECT = 2.6
+"""Height ÷ width of a whole standing person's box (median of the boxes that touch no image edge in the demo video:
+2.61). A box cut off by the image's bottom edge ends at the edge, not at the feet; its foot point is put where a
+whole box of its width would end (`foot_points`)."""
+CUT_MARGIN_PX = 2.0
+"""A box whose bottom lies this close to the image's bottom edge is taken as cut off there."""
+
+
+def foot_points(
+    boxes_xyxy: npt.ArrayLike, image_height: float | None = None, cut_box_aspect: float = CUT_BOX_ASPECT
+) -> Points:
+    """Bottom-centre of each box; for boxes cut off by the bottom edge of an image of ``image_height``, the point
+    where a whole box (``cut_box_aspect`` × its width tall) would end. Near a camera, people walking out of its
+    view at the bottom otherwise land metres short of where they stand, and no other camera agrees with them."""
     b = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    return np.stack([(b[:, 0] + b[:, 2]) / 2.0, b[:, 3]], axis=1)
+    y = b[:, 3]
+    if image_height is not None and cut_box_aspect > 0:
+        cut = b[:, 3] >= image_height - CUT_MARGIN_PX
+        y = np.where(cut, np.maximum(y, b[:, 1] + cut_box_aspect * (b[:, 2] - b[:, 0])), y)
+    return np.stack([(b[:, 0] + b[:, 2]) / 2.0, y], axis=1)
 
 
 FOOT_NOISE_PX = (0.10, 0.05)
@@ -37,13 +54,18 @@ FOOT_NOISE_PX = (0.10, 0.05)
 bottom edge: shoes, shadows, a partly hidden person)."""
 
 
-def foot_sigma_m(h: npt.NDArray[np.float64], boxes_xyxy: npt.ArrayLike) -> npt.NDArray[np.float64]:
+def foot_sigma_m(
+    h: npt.NDArray[np.float64],
+    boxes_xyxy: npt.ArrayLike,
+    image_height: float | None = None,
+    cut_box_aspect: float = CUT_BOX_ASPECT,
+) -> npt.NDArray[np.float64]:
     """1-σ error in metres of each box's foot point on the ground: the box-relative pixel noise
     (`FOOT_NOISE_PX`) through the homography's local Jacobian. Far from a camera a pixel covers more ground, so
-    the same box error means more metres; fusing sightings weights each by the inverse of this squared. NaN
-    where the point is off the ground."""
+    the same box error means more metres; fusing sightings weights each by the inverse of this squared (measured
+    at the foot point `foot_points` gives, cut-off boxes included). NaN where the point is off the ground."""
     b = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    feet = foot_points(b)
+    feet = foot_points(b, image_height, cut_box_aspect)
     su = FOOT_NOISE_PX[0] * np.maximum(b[:, 2] - b[:, 0], 1.0)
     sv = FOOT_NOISE_PX[1] * np.maximum(b[:, 3] - b[:, 1], 1.0)
     base = apply_homography(h, feet)
@@ -55,20 +77,28 @@ def foot_sigma_m(h: npt.NDArray[np.float64], boxes_xyxy: npt.ArrayLike) -> npt.N
 class HomographyService:
     """Projects boxes of each camera of one environment onto the map, in metres."""
 
-    def __init__(self, environment: EnvironmentSpec) -> None:
+    def __init__(self, environment: EnvironmentSpec, cut_box_aspect: float = CUT_BOX_ASPECT) -> None:
         self._to_m = {cid: environment.image_to_metres(cid) for cid in environment.cameras}
+        self._height = {cid: float(cam.height) for cid, cam in environment.cameras.items()}
+        self.cut_box_aspect = cut_box_aspect
+        """0: project the bottom of a cut-off box as if it were the feet."""
 
     @property
     def camera_ids(self) -> list[str]:
         return list(self._to_m)
 
-    def boxes_to_map(self, camera_id: str, boxes_xyxy: npt.ArrayLike) -> Points:
-        """N×2 map positions (metres) of the boxes' foot points; NaN where the point is off the ground."""
-        return apply_homography(self._to_m[camera_id], foot_points(boxes_xyxy))
+    def boxes_to_map(self, camera_id: str, boxes_xyxy: npt.ArrayLike, image_height: float | None = None) -> Points:
+        """N×2 map positions (metres) of the boxes' foot points (`foot_points`; ``image_height`` defaults to the
+        camera's); NaN where the point is off the ground."""
+        height = self._height[camera_id] if image_height is None else image_height
+        return apply_homography(self._to_m[camera_id], foot_points(boxes_xyxy, height, self.cut_box_aspect))
 
-    def boxes_sigma_m(self, camera_id: str, boxes_xyxy: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    def boxes_sigma_m(
+        self, camera_id: str, boxes_xyxy: npt.ArrayLike, image_height: float | None = None
+    ) -> npt.NDArray[np.float64]:
         """How far off (1-σ, metres) each of those positions may be (`foot_sigma_m`)."""
-        return foot_sigma_m(self._to_m[camera_id], boxes_xyxy)
+        height = self._height[camera_id] if image_height is None else image_height
+        return foot_sigma_m(self._to_m[camera_id], boxes_xyxy, height, self.cut_box_aspect)
 
 
 def ground_footprint(

@@ -222,7 +222,7 @@ class PipelineOrchestrator:
             detector=c.detector,
             embedder=c.embedder,
             trackers=dict(trackers),
-            homography=HomographyService(self.env),
+            homography=HomographyService(self.env, s.map_cut_box_aspect),
             identities=IdentityRegistry.from_settings(s, c.embedder.dim, self.env),
             embed_every_n=s.reid_embed_every_n,
             motion_gate=MotionGate.from_settings(s),
