@@ -15,10 +15,8 @@ The output is deterministic for the same inputs (frames at fixed positions, MinM
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -26,6 +24,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from static_int8 import quantize_qdq  # noqa: E402
 
 from app.models.efficientnet_lite import (  # noqa: E402
     DEFAULT_INPUT_HW,
@@ -69,35 +69,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=INT8_MODEL_PATH)
     args = ap.parse_args()
 
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     batches = calibration_batches(args.demo, args.frames_per_camera)
     print(f"calibrating on {sum(len(b) for b in batches)} person crops from {args.demo}")
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it: Iterator[np.ndarray] = iter(batches)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            x = next(self._it, None)
-            return None if x is None else {"input": x}
-
     with tempfile.TemporaryDirectory() as tmp:
         weights = default_weights_path()
         exported = OnnxFeatures(load_efficientnet_lite0(weights), weights, DEFAULT_INPUT_HW, Path(tmp)).path
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(exported), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre),
-            str(args.out),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-        )
-    digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
+        digest = quantize_qdq(exported, args.out, batches)
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB, sha256 {digest})")
 
 

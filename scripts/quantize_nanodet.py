@@ -14,17 +14,17 @@ The output is deterministic for the same inputs (calibration frames are taken at
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from static_int8 import quantize_qdq  # noqa: E402
 
 from app.models.nanodet import DEFAULT_INT8_PATH, DEFAULT_MODEL_PATH, NanoDetDetector, input_shape  # noqa: E402
 
@@ -64,55 +64,17 @@ def main() -> None:
     args = ap.parse_args()
 
     import onnxruntime as ort
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     input_name = ort.InferenceSession(str(DEFAULT_MODEL_PATH)).get_inputs()[0].name
     tiles = calibration_tiles(args.demo, args.frames)
     print(f"calibrating on {len(tiles)} tiles from {args.demo}")
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it: Iterator[np.ndarray] = iter(tiles)
+    def heads(g: Any) -> list[str]:
+        outputs = {o.name for o in g.output}
+        return [n.name for n in g.node if n.op_type == "Conv" and set(n.output) & _feeding(g, outputs)]
 
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            x = next(self._it, None)
-            return None if x is None else {input_name: x}
-
-    method = {
-        "minmax": CalibrationMethod.MinMax,
-        "percentile": CalibrationMethod.Percentile,
-        "entropy": CalibrationMethod.Entropy,
-    }[args.method]
-    exclude: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(DEFAULT_MODEL_PATH), str(pre), skip_symbolic_shape=True)
-        if args.keep_heads_fp32:
-            import onnx
-
-            g = onnx.load(str(pre)).graph
-            heads = {o.name for o in g.output}
-            exclude = [n.name for n in g.node if n.op_type == "Conv" and set(n.output) & _feeding(g, heads)]
-        quantize_static(
-            str(pre),
-            str(args.out),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=method,
-            nodes_to_exclude=exclude,
-            extra_options={"CalibPercentile": 99.999} if method == CalibrationMethod.Percentile else {},
-        )
-    digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
+    digest = quantize_qdq(DEFAULT_MODEL_PATH, args.out, tiles, input_name, args.method,
+                          heads if args.keep_heads_fp32 else None)  # fmt: skip
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB, sha256 {digest})")
 
 
