@@ -47,8 +47,7 @@ def record(
         tracks: list[LoggedTrack] = []
         for cam in result.cameras:
             logged = [
-                LoggedTrack(cam.camera_id, cam.frame_index, t.track_id, t.bbox_xyxy, t.confidence, t.map_coords,
-                            t.detected)
+                LoggedTrack(cam.camera_id, cam.frame_index, t.track_id, t.bbox_xyxy, t.confidence, t.detected)
                 for t in cam.tracks
             ]
             boxes = np.array([t.bbox_xyxy for t in cam.tracks], np.float64).reshape(-1, 4)

@@ -1,8 +1,8 @@
 """Recorded identity inputs: what the camera trackers handed the identity layer, frame by frame.
 
 Detection and per-camera tracking dominate an evaluation's run time, while the identity layer is what is being
-tuned. ``spoton eval --record FILE`` saves, for every global frame, each track's box, confidence and map position
-plus the appearance descriptors of its crop (every frame, so any embedding cadence can be replayed);
+tuned. ``spoton eval --record FILE`` saves, for every global frame, each track's box and confidence plus the
+appearance descriptors of its crop (every frame, so any embedding cadence can be replayed);
 ``spoton eval --replay FILE`` then re-runs only the identity layer over it in seconds and scores it exactly as a
 full run would (the boxes are identical, only global ids can differ).
 """
@@ -15,7 +15,8 @@ from pathlib import Path
 
 from app.models.base import FloatArray
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: no map positions (the replay projects the boxes with the pipeline's own `HomographyService`)."""
 
 
 @dataclass(slots=True)
@@ -25,7 +26,6 @@ class LoggedTrack:
     track_id: int
     bbox_xyxy: tuple[float, float, float, float]
     confidence: float
-    map_xy: tuple[float, float] | None
     detected: bool
     """The tracker matched a detection this frame (a crop exists to describe)."""
     descriptors: dict[str, FloatArray] = field(default_factory=dict)
