@@ -132,6 +132,47 @@ def test_people_walking_apart_in_different_cameras_do_not_merge() -> None:
     assert IdentityEventKind.MERGED not in kinds(reg)
 
 
+def drifting_pair(reg: IdentityRegistry, drift_m: float, frames: int = 14) -> list[list[int]]:
+    """c1 and c2 see one person walking; from frame 3 c2's foot point lies ``drift_m`` to the side (a box cut
+    by the edge of its view)."""
+    out = []
+    for k in range(frames):
+        y = 0.1 * k
+        out.append(reg.assign([obs("c1", 1, (0.0, y)), obs("c2", 1, (drift_m if k >= 3 else 0.1, y))], k * DT))
+    return out
+
+
+def test_one_person_seen_a_little_off_by_one_camera_keeps_one_identity() -> None:
+    kept = IdentityRegistry(4, ReIdConfig(continuity_radius_m=3.0))
+    ids = drifting_pair(kept, 2.0)
+    assert all(f == ids[0] for f in ids) and ids[0][0] == ids[0][1]
+    assert kinds(kept).count(IdentityEventKind.CREATED) == 1
+    # without continuity the same sightings split into a second identity once they disagree by over 1 m
+    split = IdentityRegistry(4, ReIdConfig(continuity_radius_m=0.0))
+    ids = drifting_pair(split, 2.0)
+    assert ids[-1][0] != ids[-1][1]
+    assert kinds(split).count(IdentityEventKind.CREATED) == 2
+
+
+def test_continuity_has_a_limit_a_track_that_follows_someone_far_away_leaves() -> None:
+    reg = IdentityRegistry(4, ReIdConfig(continuity_radius_m=3.0))
+    ids = drifting_pair(reg, 5.0)
+    assert ids[-1][0] != ids[-1][1]
+
+
+def test_continuity_never_joins_different_people_or_a_newcomer() -> None:
+    reg = IdentityRegistry(4, ReIdConfig(continuity_radius_m=3.0))
+    for k in range(6):  # two people 2 m apart, each seen by one camera: two identities, never joined
+        gx, gy = reg.assign([obs("c1", 1, (0.0, 0.1 * k)), obs("c2", 1, (2.0, 0.1 * k))], k * DT)
+        assert gx != gy
+    # a third person appears in c3 2 m from X: a new track carries no identity yet, so it is a new person
+    gx2, gy2, gz = reg.assign(
+        [obs("c1", 1, (0.0, 0.6)), obs("c2", 1, (2.0, 0.6)), obs("c3", 1, (0.0, 2.6))], 6 * DT
+    )
+    assert (gx2, gy2) == (gx, gy) and gz not in (gx, gy)
+    assert IdentityEventKind.MERGED not in kinds(reg)
+
+
 def test_a_track_that_switches_person_moves_to_the_identity_it_now_follows() -> None:
     reg = IdentityRegistry(4)
     p, q = (0.0, 0.0), (4.0, 0.0)

@@ -192,6 +192,9 @@ class Settings(BaseSettings):
     """Evidence a link needs: log-likelihood ratio of position-after-the-gap plus looks (2.5 ≈ 12 : 1)."""
     reid_reentry_margin: Annotated[float, Field(ge=0.0)] = 1.0
     """A link must lead the runner-up on either side by this many log-odds."""
+    reid_continuity_radius_m: Annotated[float, Field(ge=0.0)] = 3.0
+    """Sightings by different cameras whose tracks all carry one person stay that person while their map
+    positions agree within this, beyond ``reid_max_map_distance_m`` (0 or ≤ that: off); docs/accuracy.md."""
     reid_gallery_min_quality: float = 0.5
     """Appearance is learnt only from detections at least this confident (and not overlapped)."""
     reid_event_log_size: int = 1000

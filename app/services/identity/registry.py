@@ -5,7 +5,9 @@ Each global frame, with every camera at once:
 1. **Who stands together now.** Observations of different cameras whose map positions agree within
    ``max_map_distance_m`` (and whose cameras overlap) form one group, at most one per camera, closest pairs
    first. With exact homographies the same person's foot points from two cameras lie ~0.1 m apart, while two
-   people rarely stand closer than 0.5 m, so grouping by position is the strongest cross-camera cue.
+   people rarely stand closer than 0.5 m, so grouping by position is the strongest cross-camera cue. Groups
+   whose tracks all already carry one identity stay together within ``continuity_radius_m`` (a foot point a
+   metre or two off at a view's edge must not split a person the cameras already agreed on).
 2. **Which identity each group is**, one-to-one over all groups (Hungarian): the identity most of its tracks
    already carry (track continuity), that was last seen within walking reach (travel-time gate), and that
    looks alike (FAISS gallery, weight ``appearance_weight``); an identity no camera has seen for
@@ -21,6 +23,7 @@ Every decision that matters to a person-level consumer is an `IdentityEvent` in 
 from __future__ import annotations
 
 import itertools
+import math
 from collections import defaultdict, deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -100,10 +103,17 @@ class ReIdConfig:
     settings, off here so constructed cases compare the vectors they give)."""
     reentry: ReentryConfig | None = None
     """Linking new identities to earlier ones (`app.services.identity.reentry`); None: off."""
+    continuity_radius_m: float = 0.0
+    """Sightings by different cameras whose tracks all carry one identity stay one person while their map
+    positions agree within this (beyond ``max_map_distance_m``, which decides who is grouped afresh): a foot
+    point off by a metre or two at a view's edge does not split the person into a new identity that is merged
+    back frames later. 0: off (constructed cases); the product's default is in Settings."""
 
     def __post_init__(self) -> None:
         if self.switch_frames < 1:
             raise ValueError("switch_frames must be >= 1")
+        if self.continuity_radius_m < 0:
+            raise ValueError("continuity_radius_m must be >= 0")
 
     def geometry(self) -> GeometryConfig:
         return GeometryConfig(self.max_map_distance_m, self.max_speed_mps)
@@ -123,6 +133,7 @@ class ReIdConfig:
             gallery_min_quality=s.reid_gallery_min_quality,
             event_log_size=s.reid_event_log_size,
             camera_centring=s.reid_camera_centring,
+            continuity_radius_m=s.reid_continuity_radius_m,
             reentry=ReentryConfig(
                 window_s=s.reid_reentry_window_s,
                 max_gap_s=s.reid_reentry_max_gap_s,
@@ -280,7 +291,7 @@ class IdentityRegistry:
         if len(set(keys)) != len(keys):
             raise ValueError("a track appears twice in one frame's observations")
         observations = [self._adapted(o) for o in observations]
-        groups = self._group(observations)
+        groups = self._keep_together(self._group(observations))
         self._associate(groups, now_s)
         for g in groups:
             self._settle(g, now_s)
@@ -338,6 +349,38 @@ class IdentityRegistry:
             for m in merged:
                 owner[m] = gi
         return [_Group([obs[m] for m in ms]) for ms in members.values()]
+
+    def _keep_together(self, groups: list[_Group]) -> list[_Group]:
+        """Join groups whose bound tracks all carry the same single identity, seen by disjoint cameras that may
+        co-observe, whose positions agree within ``continuity_radius_m`` (track continuity outweighs a foot point
+        that is a little off)."""
+        radius = self.config.continuity_radius_m
+        if radius <= self.config.max_map_distance_m or len(groups) < 2:
+            return groups
+        by_gid: dict[int, list[_Group]] = defaultdict(list)
+        for g in groups:
+            bound = {self._tracks[k].gid for k in g.keys if k in self._tracks}
+            if len(bound) == 1:
+                by_gid[bound.pop()].append(g)
+        out = list(groups)
+        for split in by_gid.values():
+            while len(split) > 1:
+                a, b = split[0], split[1]
+                cams_a, cams_b = {o.camera_id for o in a.members}, {o.camera_id for o in b.members}
+                xa, xb = a.xy, b.xy
+                if (
+                    cams_a.isdisjoint(cams_b)
+                    and all(self.geometry.may_co_observe(p, q) for p in cams_a for q in cams_b)
+                    and xa is not None
+                    and xb is not None
+                    and math.dist(xa, xb) <= radius
+                ):
+                    joined = _Group(a.members + b.members)
+                    out = [g for g in out if g is not a and g is not b] + [joined]
+                    split = [joined, *split[2:]]
+                else:
+                    split = split[1:]  # the first stays apart; the rest may still join one another
+        return out
 
     # -- which identity each group is -----------------------------------------------------------
     def _associate(self, groups: list[_Group], now_s: float) -> None:
