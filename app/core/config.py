@@ -214,6 +214,14 @@ class Settings(BaseSettings):
     thread. Same results; on two CPU cores it buys ~6 % throughput unpaced but, played as if live, raises latency
     (p99 +260 ms) for no throughput, because the overlapped stages slow each other (docs/performance.md). ``auto``:
     on only when playback is unpaced (``SPOTON_PLAYBACK_SPEED=max``)."""
+    detect_regions: bool = False
+    """Run the detector only around motion and the people already found in each camera's frame, at the scale
+    of a full look, with a full look every ``detect_regions_full_every`` frames (`RegionPlanner`;
+    docs/performance.md). NanoDet with a dynamic input only; other detectors always look at whole frames."""
+    detect_regions_full_every: Annotated[int, Field(ge=1)] = 8
+    detect_regions_margin: Annotated[int, Field(ge=0, le=416)] = 48
+    """Network-input pixels of context around each region (48: the boxes of a full look; less is cheaper and
+    loses weak boxes: docs/performance.md)."""
     motion_gate: bool = False
     """Skip detection on camera frames where nothing moved and reuse the previous boxes (docs/performance.md)."""
     motion_gate_min_changed: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.002

@@ -159,6 +159,7 @@ def run_pipeline(
     """Every global frame of the dataset through `FrameProcessor`, in order, unpaced (``on_result`` sees each
     frame with what the models made of it, e.g. to record the identity layer's inputs)."""
     from app.models.registry import build_detector, build_embedder, build_tracker_embedder
+    from app.services.detection_regions import RegionPlanner
     from app.services.frame_processor import FrameProcessor
     from app.services.homography import HomographyService
     from app.services.motion_gate import MotionGate
@@ -180,6 +181,7 @@ def run_pipeline(
         identities=IdentityRegistry.from_settings(settings, embedder.dim, env),
         embed_every_n=settings.reid_embed_every_n,
         motion_gate=MotionGate.from_settings(settings),
+        regions=RegionPlanner.from_settings(settings),
         tracker_embedder=build_tracker_embedder(settings),
     )
     collect = OutputCollector(list(env.cameras), dataset.first_frame)

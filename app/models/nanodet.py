@@ -10,6 +10,10 @@ near-square tiles, because squeezing a 16:9 frame into 416 px leaves distant peo
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -107,6 +111,72 @@ def input_shape(t: Tile, dynamic: bool, size: int = INPUT_SIZE) -> InputShape:
     return side(t.y1 - t.y0), side(t.x1 - t.x0)
 
 
+Rect = tuple[float, float, float, float]
+"""``x1, y1, x2, y2`` in image pixels."""
+Window = tuple[int, int, int, int]
+"""``y0, y1, x0, x1`` in the pixels of a tile's network input, on the grid of the largest stride."""
+REGION_MARGIN = 48
+"""Input pixels looked at around each region: the network needs context (on PETS frames, windows around
+full-look boxes found 83 % of them again within 1 px with 16, 92 % with 32, all with 48)."""
+REGION_FULL_SHARE = 0.6
+"""Windows covering more than this share of the full input are not worth cutting: the full look runs instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    tile: Tile
+    shape: InputShape
+    window: Window | None = None
+    """Where in the tile's full input this job looks; None: all of it."""
+
+
+def region_windows(
+    rects: Sequence[Rect], scale: float, full: InputShape, margin: int = REGION_MARGIN
+) -> list[Window] | None:
+    """Windows of a full input of shape ``full`` covering ``rects`` (image pixels, at ``scale``) with
+    ``margin`` input pixels, snapped outwards to the grid of the largest stride (the model's resizes need sides on it)
+    and merged where they overlap or touch; None when they would cover more than `REGION_FULL_SHARE` of the full
+    input (then one full look is cheaper)."""
+    height, width = full
+    boxes: list[list[int]] = []
+    for x1, y1, x2, y2 in rects:
+        a = max(0, math.floor(x1 * scale) - margin)
+        b = max(0, math.floor(y1 * scale) - margin)
+        c = min(width, math.ceil(x2 * scale) + margin)
+        d = min(height, math.ceil(y2 * scale) + margin)
+        if c > a and d > b:
+            boxes.append([b, d, a, c])
+    windows = _merged([_on_grid(w, height, width) for w in boxes])
+    if sum((w[1] - w[0]) * (w[3] - w[2]) for w in windows) > REGION_FULL_SHARE * height * width:
+        return None
+    return [(w[0], w[1], w[2], w[3]) for w in windows]
+
+
+def _merged(windows: list[list[int]]) -> list[list[int]]:
+    """Overlapping or touching ``[y0, y1, x0, x1]`` windows replaced by their bounding windows."""
+    out = [list(w) for w in windows]
+    changed = True
+    while changed:
+        changed = False
+        for i, j in itertools.combinations(range(len(out)), 2):
+            p, q = out[i], out[j]
+            if p[0] <= q[1] and q[0] <= p[1] and p[2] <= q[3] and q[2] <= p[3]:
+                out[i] = [min(p[0], q[0]), max(p[1], q[1]), min(p[2], q[2]), max(p[3], q[3])]
+                del out[j]
+                changed = True
+                break
+    return out
+
+
+def _on_grid(w: list[int], height: int, width: int) -> list[int]:
+    """The window grown outwards to the grid of the largest stride (``height`` and ``width`` are on it): the
+    network then sees each person on the same anchors as in a full look (off the grid, boxes move by pixels and
+    some weak ones are lost)."""
+    step = STRIDES[-1]
+    y0, y1, x0, x1 = w
+    return [y0 // step * step, min(height, -(-y1 // step) * step), x0 // step * step, min(width, -(-x1 // step) * step)]
+
+
 def nms(boxes: FloatArray, scores: FloatArray, iou: float) -> npt.NDArray[np.intp]:
     """Greedy non-maximum suppression; returns kept indices, best first."""
     order = np.argsort(-scores, kind="stable")
@@ -142,6 +212,7 @@ class NanoDetDetector:
         runtime: Runtime = "onnxruntime",
         input_fit: bool = True,
         input_size: int = INPUT_SIZE,
+        region_margin: int = REGION_MARGIN,
     ) -> None:
         if precision not in ("fp32", "int8", "bf16"):
             raise ValueError(f"precision must be 'fp32', 'int8' or 'bf16', not {precision!r}")
@@ -169,6 +240,9 @@ class NanoDetDetector:
         if input_size % STRIDES[-1] or not 128 <= input_size <= 1024:
             raise ValueError(f"input_size must be a multiple of {STRIDES[-1]} in 128..1024, not {input_size}")
         self.input_size = input_size
+        if region_margin < 0:
+            raise ValueError(f"region_margin must be >= 0, not {region_margin}")
+        self.region_margin = region_margin
 
         self.runtime: Runtime = runtime
         self._session: Any
@@ -217,6 +291,7 @@ class NanoDetDetector:
             runtime=runtime,
             input_fit=settings.nanodet_input == "fit",
             input_size=settings.nanodet_input_size,
+            region_margin=settings.detect_regions_margin,
         )
 
     # -- public -------------------------------------------------------------------------------------
@@ -225,25 +300,44 @@ class NanoDetDetector:
         self._run(np.zeros((1, 3, self.input_size, self.input_size), np.float32))
 
     def detect(self, images: list[ImageBGR]) -> list[Detections]:
+        return self.detect_regions(images, [None] * len(images))
+
+    def detect_regions(self, images: list[ImageBGR], regions: Sequence[Sequence[Rect] | None]) -> list[Detections]:
+        """`detect`, looking only around ``regions[i]`` (boxes in image pixels) where it is not None — at the
+        scale the whole frame gets: the frame is resized once and windows are cut from it on the network's
+        32-pixel grid, so the network sees the same pixels and anchors as in a full look (only the context
+        beyond a window's margin differs) for a fraction of the work. An empty list looks nowhere. Frames cut
+        into several tiles, and models with a fixed input size, always get the full look."""
+        if len(regions) != len(images):
+            raise ValueError(f"{len(regions)} region lists for {len(images)} images")
         if not images:
             return []
         images = [self._as_bgr(im) for im in images]
-        tiles = [t for i, im in enumerate(images) for t in self._tiles_of(i, im)]
-        shapes = [input_shape(t, self._dynamic_shape, self.input_size) for t in tiles]
+        jobs = [job for i, im in enumerate(images) for job in self._jobs_of(i, im, regions[i])]
+        resized: dict[int, ImageBGR] = {}
         per_image: list[list[tuple[FloatArray, FloatArray]]] = [[] for _ in images]
-        for shape in dict.fromkeys(shapes):  # one batch per input shape; cameras of one size share one
-            group = [t for t, s in zip(tiles, shapes, strict=True) if s == shape]
+        for shape in dict.fromkeys(j.shape for j in jobs):  # one batch per input shape; cameras of one size share one
+            group = [j for j in jobs if j.shape == shape]
             batch = np.empty((len(group), 3, *shape), np.float32)
-            for k, t in enumerate(group):
-                self._preprocess(images[t.image], t, batch[k])
+            for k, j in enumerate(group):
+                if j.window is None:
+                    self._preprocess(images[j.tile.image], j.tile, batch[k])
+                else:
+                    if j.tile.image not in resized:
+                        resized[j.tile.image] = self._resized(images[j.tile.image], j.tile)
+                    self._preprocess_window(resized[j.tile.image], j.window, batch[k])
             step = MAX_BATCH if self._dynamic_batch else 1
             outputs = [self._run(batch[i : i + step]) for i in range(0, len(group), step)]
             merged = [np.concatenate(parts, axis=0) for parts in zip(*outputs, strict=True)]
-            for k, t in enumerate(group):
-                per_image[t.image].append(self._decode([m[k] for m in merged], t, shape))
+            for k, j in enumerate(group):
+                offset = (0.0, 0.0) if j.window is None else (float(j.window[2]), float(j.window[0]))
+                per_image[j.tile.image].append(self._decode([m[k] for m in merged], j.tile, shape, offset))
 
         results = []
         for im, parts in zip(images, per_image, strict=True):
+            if not parts:  # told to look nowhere
+                results.append(Detections())
+                continue
             boxes = np.concatenate([p[0] for p in parts], axis=0)
             scores = np.concatenate([p[1] for p in parts], axis=0)
             if len(boxes):
@@ -266,22 +360,47 @@ class NanoDetDetector:
             return cast(ImageBGR, cv2.cvtColor(im, cv2.COLOR_BGRA2BGR))
         return im
 
+    def _jobs_of(self, index: int, im: ImageBGR, rects: Sequence[Rect] | None) -> list[_Job]:
+        tiles = self._tiles_of(index, im)
+        if rects is None or len(tiles) != 1 or not self._dynamic_shape:
+            return [_Job(t, input_shape(t, self._dynamic_shape, self.input_size)) for t in tiles]
+        t = tiles[0]
+        full = input_shape(t, True, self.input_size)
+        windows = region_windows(rects, t.scale, full, self.region_margin)
+        if windows is None:
+            return [_Job(t, full)]
+        return [_Job(t, (y1 - y0, x1 - x0), (y0, y1, x0, x1)) for y0, y1, x0, x1 in windows]
+
     def _tiles_of(self, index: int, im: ImageBGR) -> list[Tile]:
         """One full-frame tile, or side-by-side tiles sharing ``tile_overlap`` of their width."""
         h, w = im.shape[:2]
         return plan_tiles(index, w, h, tile_count(self.tiles, w, h), self.tile_overlap, self.input_size)
 
+    def _resized(self, im: ImageBGR, t: Tile, max_hw: InputShape | None = None) -> ImageBGR:
+        """The tile's crop at the network's scale."""
+        crop = im[t.y0 : t.y1, t.x0 : t.x1]
+        limit_h, limit_w = max_hw or input_shape(t, self._dynamic_shape, self.input_size)
+        rw = min(limit_w, round((t.x1 - t.x0) * t.scale))
+        rh = min(limit_h, round((t.y1 - t.y0) * t.scale))
+        interpolation = cv2.INTER_LINEAR if t.scale > 1 else cv2.INTER_AREA
+        return cast(ImageBGR, cv2.resize(crop, (rw, rh), interpolation=interpolation))
+
     def _preprocess(self, im: ImageBGR, t: Tile, out: FloatArray) -> None:
         """Letterbox the crop into the top-left of the input ``out`` (keeps aspect ratio), normalise, CHW."""
-        crop = im[t.y0 : t.y1, t.x0 : t.x1]
-        rw = min(out.shape[2], round((t.x1 - t.x0) * t.scale))
-        rh = min(out.shape[1], round((t.y1 - t.y0) * t.scale))
-        resized = cv2.resize(crop, (rw, rh), interpolation=cv2.INTER_LINEAR if t.scale > 1 else cv2.INTER_AREA)
+        self._normalise_into(self._resized(im, t, (out.shape[1], out.shape[2])), out)
+
+    def _preprocess_window(self, resized: ImageBGR, window: Window, out: FloatArray) -> None:
+        """A window of the resized frame into ``out``; what lies beyond the frame is padding, as in a full look."""
+        y0, y1, x0, x1 = window
+        self._normalise_into(resized[y0:y1, x0:x1], out)
+
+    def _normalise_into(self, image: ImageBGR, out: FloatArray) -> None:
+        rh, rw = image.shape[:2]
         out[:, rh:, :] = self._pad_value
         out[:, :rh, rw:] = self._pad_value
         # per channel straight into the CHW input: the same values as normalising the HWC image and transposing,
         # without the float HWC copy and the strided transpose (10x faster on a 416x312 tile)
-        for c, plane in enumerate(cv2.split(resized)):
+        for c, plane in enumerate(cv2.split(image)):
             np.divide(np.subtract(plane, MEAN_BGR[c], dtype=np.float32), STD_BGR[c], out=out[c, :rh, :rw])
 
     def _run(self, batch: FloatArray) -> list[FloatArray]:
@@ -290,7 +409,9 @@ class NanoDetDetector:
         parts = [self._session.run(self._outputs, {self._input: batch[i : i + 1]}) for i in range(len(batch))]
         return [np.concatenate(p, axis=0) for p in zip(*parts, strict=True)]
 
-    def _decode(self, outs: list[FloatArray], t: Tile, shape: InputShape) -> tuple[FloatArray, FloatArray]:
+    def _decode(
+        self, outs: list[FloatArray], t: Tile, shape: InputShape, offset: tuple[float, float] = (0.0, 0.0)
+    ) -> tuple[FloatArray, FloatArray]:
         """GFL decode of the person class: softmax over 11 bins → expected distance × stride per side."""
         n = len(STRIDES)
         centers = self._centers.get(shape)
@@ -313,4 +434,6 @@ class NanoDetDetector:
             return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
         boxes = np.concatenate(boxes_all, axis=0)
         scores = np.concatenate(scores_all, axis=0)
+        if offset != (0.0, 0.0):
+            boxes = boxes + np.array([offset[0], offset[1], offset[0], offset[1]], np.float32)
         return t.to_image(boxes, scores)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from app.models.base import AppearanceEmbedder, Detections, ImageBGR, PersonDetector
+from app.models.base import AppearanceEmbedder, Detections, ImageBGR, PersonDetector, RegionDetector
+from app.services.detection_regions import RegionPlanner
 from app.services.frame_encoder import FrameEncoder
 from app.services.homography import HomographyService
 from app.services.motion_gate import MotionGate
@@ -114,6 +115,7 @@ class FrameProcessor:
         embed_every_n: int = 5,
         motion_gate: MotionGate | None = None,
         tracker_embedder: AppearanceEmbedder | None = None,
+        regions: RegionPlanner | None = None,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
@@ -127,6 +129,8 @@ class FrameProcessor:
         self._described: dict[tuple[str, int], tuple[int, int]] = {}
         self.motion_gate = motion_gate
         self._last_detections: dict[str, Detections] = {}
+        self.regions = regions if isinstance(detector, RegionDetector) else None
+        """Where the detector looks in each frame (`RegionPlanner`); None: everywhere."""
 
     def export_state(self) -> bytes:
         """Everything this processor learnt (camera trackers, identity registry): a checkpoint's payload, so a
@@ -221,7 +225,10 @@ class FrameProcessor:
         return FrameResult(gf.index, gf.timestamp_s, results, ms, self.identities.drain_events())
 
     def _detect(self, cams: list[str], images: list[ImageBGR]) -> list[Detections]:
-        """The detector on every camera whose picture changed; the previous boxes where nothing moved."""
+        """The detector on every camera whose picture changed; the previous boxes where nothing moved; only
+        around motion and people already found when a region planner is set."""
+        if self.regions is not None and self.motion_gate is None:
+            return self._detect_regions(cams, images)
         gate = self.motion_gate
         if gate is None:
             return self.detector.detect(images) if images else []
@@ -231,6 +238,15 @@ class FrameProcessor:
         for i, det in zip(run, fresh, strict=True):
             self._last_detections[cams[i]] = det
         return [self._last_detections[c] for c in cams]
+
+    def _detect_regions(self, cams: list[str], images: list[ImageBGR]) -> list[Detections]:
+        planner = self.regions
+        assert planner is not None and isinstance(self.detector, RegionDetector)
+        regions = [planner.regions(c, im) for c, im in zip(cams, images, strict=True)]
+        found = self.detector.detect_regions(images, regions)
+        for c, det in zip(cams, found, strict=True):
+            planner.detected(c, det)
+        return found
 
     def _tracks_to_describe(
         self, frame_no: int, per_cam: list[tuple[str, list[TrackedBox], np.ndarray, np.ndarray]],

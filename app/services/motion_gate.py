@@ -52,7 +52,7 @@ class MotionGate:
     def needs_detection(self, camera_id: str, image: ImageBGR) -> bool:
         """True when the detector must run on this frame (and it becomes the camera's new reference)."""
         self.checked += 1
-        thumb = _thumbnail(image)
+        thumb = thumbnail(image)
         state = self._cameras.get(camera_id)
         if state is None or state.reference.shape != thumb.shape or state.skipped >= self.max_skip:
             self._cameras[camera_id] = _CameraState(thumb)
@@ -69,7 +69,7 @@ class MotionGate:
         self._cameras.pop(camera_id, None)
 
 
-def _thumbnail(image: ImageBGR) -> npt.NDArray[np.uint8]:
+def thumbnail(image: ImageBGR) -> npt.NDArray[np.uint8]:
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
     small = cv2.resize(grey, THUMB, interpolation=cv2.INTER_AREA)
     return np.asarray(cv2.GaussianBlur(small, (3, 3), 0), np.uint8)

@@ -27,6 +27,7 @@ import psutil
 from app.core.config import Settings
 from app.core.lifecycle import Components, gpu_summary
 from app.models.registry import build_tracker_embedder
+from app.services.detection_regions import RegionPlanner
 from app.services.environments import CameraSpec, EnvironmentSpec
 from app.services.frame_encoder import FrameEncoder, build_encoder
 from app.services.frame_processor import DetectedFrame, EncodedFrame, FrameProcessor, FrameResult, encode_frame
@@ -226,6 +227,7 @@ class PipelineOrchestrator:
             identities=IdentityRegistry.from_settings(s, c.embedder.dim, self.env),
             embed_every_n=s.reid_embed_every_n,
             motion_gate=MotionGate.from_settings(s),
+            regions=RegionPlanner.from_settings(s),
             tracker_embedder=build_tracker_embedder(s),
         )
 
