@@ -122,3 +122,29 @@ def test_settings_turn_regions_on() -> None:
     assert planner is not None and planner.full_every == 5
     with pytest.raises(ValueError):
         RegionPlanner(full_every=0)
+
+
+# -- in the pipeline -----------------------------------------------------------------------------------------
+def test_the_pipeline_with_regions_tracks_the_people_a_full_look_tracks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.evaluation.tracking_eval import load_dataset, run_pipeline
+
+    folder = PETS.parent / "multiview-dev"
+    if not (folder / "environment.json").is_file() or not DEFAULT_MODEL_PATH.is_file():
+        pytest.skip("multiview-dev or the NanoDet model missing")
+    dataset = load_dataset(folder)
+    looks: list[int] = []
+    real = NanoDetDetector.detect_regions
+
+    def counted(self: NanoDetDetector, images: list, regions: list) -> list[Detections]:
+        looks.extend(0 if r is None else 1 for r in regions)  # 1: a look at windows only
+        return real(self, images, regions)
+
+    monkeypatch.setattr(NanoDetDetector, "detect_regions", counted)
+    full = run_pipeline(dataset, Settings(detect_regions=False), max_frames=24)
+    assert sum(looks) == 0
+    regions = run_pipeline(dataset, Settings(detect_regions=True), max_frames=24)
+    windowed = looks[len(looks) // 2 :]
+    assert 0 < sum(windowed) < len(windowed)  # some looks at windows, some full (the first, every 8th)
+    for cam in dataset.env.cameras:
+        n_full, n_regions = len(full.track_rows[cam]), len(regions.track_rows[cam])
+        assert abs(n_full - n_regions) <= max(3, 0.1 * n_full), (cam, n_full, n_regions)
