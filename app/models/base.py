@@ -16,6 +16,8 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float32]
 ImageBGR = npt.NDArray[np.uint8]
 """An H×W×3 uint8 image in OpenCV's BGR channel order."""
+Rect = tuple[float, float, float, float]
+"""A box ``x1, y1, x2, y2`` in an image's pixels."""
 
 
 @dataclass(slots=True)
@@ -59,7 +61,7 @@ class RegionDetector(Protocol):
     would use), so frames where people occupy a third of the picture cost about a third."""
 
     def detect_regions(
-        self, images: list[ImageBGR], regions: Sequence[Sequence[tuple[float, float, float, float]] | None]
+        self, images: list[ImageBGR], regions: Sequence[Sequence[Rect] | None]
     ) -> list[Detections]:
         """``regions[i]``: boxes ``x1, y1, x2, y2`` in image ``i``'s pixels to look around; None: all of it."""
         ...

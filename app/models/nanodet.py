@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from app.models.base import Detections, FloatArray, ImageBGR, ModelInfo
+from app.models.base import Detections, FloatArray, ImageBGR, ModelInfo, Rect
 from app.models.onnx_session import cpu_session
 from app.models.tiling import Tile, plan_tiles, tile_count
 
@@ -111,13 +111,11 @@ def input_shape(t: Tile, dynamic: bool, size: int = INPUT_SIZE) -> InputShape:
     return side(t.y1 - t.y0), side(t.x1 - t.x0)
 
 
-Rect = tuple[float, float, float, float]
-"""``x1, y1, x2, y2`` in image pixels."""
 Window = tuple[int, int, int, int]
 """``y0, y1, x0, x1`` in the pixels of a tile's network input, on the grid of the largest stride."""
 REGION_MARGIN = 48
 """Input pixels looked at around each region: the network needs context (on PETS frames, windows around
-full-look boxes found 83 % of them again within 1 px with 16, 92 % with 32, all with 48)."""
+full-look boxes found 64 % of them again within 1 px with 16, 92 % with 32, all with 48)."""
 REGION_FULL_SHARE = 0.6
 """Windows covering more than this share of the full input are not worth cutting: the full look runs instead."""
 

@@ -26,13 +26,12 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from app.models.base import Detections, FloatArray, ImageBGR
+from app.models.base import Detections, FloatArray, ImageBGR, Rect
 from app.services.motion_gate import THUMB, thumbnail
 
 if TYPE_CHECKING:
     from app.core.config import Settings
 
-Rect = tuple[float, float, float, float]
 DILATE = np.ones((3, 3), np.uint8)
 
 
