@@ -135,17 +135,20 @@ class FrameProcessor:
     def export_state(self) -> bytes:
         """Everything this processor learnt (camera trackers, identity registry): a checkpoint's payload, so a
         task resumed on another worker keeps its track and global ids. Models are not part of it."""
-        state = (self.trackers, self.identities, self._described, self.motion_gate, self._last_detections)
+        state = (self.trackers, self.identities, self._described, self.motion_gate, self._last_detections, self.regions)
         return zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 1)
 
     def restore_state(self, blob: bytes) -> None:
         """Take over what ``export_state`` saved (from this deployment's own object store only: it is a
         pickle)."""
-        trackers, identities, described, gate, last = pickle.loads(zlib.decompress(blob))
+        state = pickle.loads(zlib.decompress(blob))
+        trackers, identities, described, gate, last = state[:5]
         if set(trackers) != set(self.trackers):
             raise ValueError(f"checkpoint has cameras {sorted(trackers)}, the task {sorted(self.trackers)}")
         self.trackers, self.identities, self._described = trackers, identities, described
         self.motion_gate, self._last_detections = gate, last
+        if len(state) > 5 and self.regions is not None and state[5] is not None:
+            self.regions = state[5]  # where the detector looks next: a resumed task sees what it would have seen
 
     def process(self, gf: GlobalFrame) -> FrameResult:
         return self.complete(gf, self.detect(gf))
