@@ -374,10 +374,10 @@ class NanoDetDetector:
         h, w = im.shape[:2]
         return plan_tiles(index, w, h, tile_count(self.tiles, w, h), self.tile_overlap, self.input_size)
 
-    def _resized(self, im: ImageBGR, t: Tile, max_hw: InputShape | None = None) -> ImageBGR:
-        """The tile's crop at the network's scale."""
+    def _resized(self, im: ImageBGR, t: Tile) -> ImageBGR:
+        """The tile's crop at the network's scale (at most its full input's size)."""
         crop = im[t.y0 : t.y1, t.x0 : t.x1]
-        limit_h, limit_w = max_hw or input_shape(t, self._dynamic_shape, self.input_size)
+        limit_h, limit_w = input_shape(t, self._dynamic_shape, self.input_size)
         rw = min(limit_w, round((t.x1 - t.x0) * t.scale))
         rh = min(limit_h, round((t.y1 - t.y0) * t.scale))
         interpolation = cv2.INTER_LINEAR if t.scale > 1 else cv2.INTER_AREA
@@ -385,7 +385,7 @@ class NanoDetDetector:
 
     def _preprocess(self, im: ImageBGR, t: Tile, out: FloatArray) -> None:
         """Letterbox the crop into the top-left of the input ``out`` (keeps aspect ratio), normalise, CHW."""
-        self._normalise_into(self._resized(im, t, (out.shape[1], out.shape[2])), out)
+        self._normalise_into(self._resized(im, t), out)
 
     def _preprocess_window(self, resized: ImageBGR, window: Window, out: FloatArray) -> None:
         """A window of the resized frame into ``out``; what lies beyond the frame is padding, as in a full look."""

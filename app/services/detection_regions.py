@@ -90,9 +90,6 @@ class RegionPlanner:
         if state is not None:
             state.boxes = detections.boxes.copy()
 
-    def forget(self, camera_id: str) -> None:
-        self._cameras.pop(camera_id, None)
-
     def _motion(
         self, thumb: npt.NDArray[np.uint8], previous: npt.NDArray[np.uint8], sx: float, sy: float
     ) -> list[Rect]:
