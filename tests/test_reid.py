@@ -173,6 +173,67 @@ def test_continuity_never_joins_different_people_or_a_newcomer() -> None:
     assert IdentityEventKind.MERGED not in kinds(reg)
 
 
+def walker(reg: IdentityRegistry, frames: int) -> int:
+    """c1 sees one person walking along y for ``frames`` frames; their identity."""
+    ids = {reg.assign([obs("c1", 1, (0.0, 0.1 * k))], k * DT)[0] for k in range(frames)}
+    assert len(ids) == 1
+    return ids.pop()
+
+
+def test_a_camera_that_starts_seeing_someone_a_little_off_shows_that_person() -> None:
+    joined = IdentityRegistry(4, ReIdConfig(birth_radius_m=2.0, continuity_radius_m=3.0))  # the product's pair
+    p = walker(joined, 5)
+    # c2 starts seeing the person at the edge of its view: its foot points lie 1.5 m to the side
+    for k in range(5, 10):
+        assert joined.assign([obs("c1", 1, (0.0, 0.1 * k)), obs("c2", 3, (1.5, 0.1 * k))], k * DT) == [p, p]
+    assert kinds(joined).count(IdentityEventKind.CREATED) == 1
+    # without the rule the new track is a new person for as long as the two disagree by over a metre
+    split = IdentityRegistry(4, ReIdConfig(birth_radius_m=0.0, continuity_radius_m=3.0))
+    q = walker(split, 5)
+    g1, g2 = split.assign([obs("c1", 1, (0.0, 0.5)), obs("c2", 3, (1.5, 0.5))], 5 * DT)
+    assert g1 == q and g2 != q
+
+
+def test_a_newcomer_is_not_given_someone_whom_its_camera_already_shows_or_who_is_too_far() -> None:
+    reg = IdentityRegistry(4, ReIdConfig(birth_radius_m=2.0))
+    for k in range(5):  # c1 and c2 both show P
+        gp, gp2 = reg.assign([obs("c1", 1, (0.0, 0.1 * k)), obs("c2", 1, (0.1, 0.1 * k))], k * DT)
+    assert gp == gp2
+    # a new track in c2, 1.5 m from P: c2 already shows P, so this is someone else
+    g = reg.assign([obs("c1", 1, (0.0, 0.5)), obs("c2", 1, (0.1, 0.5)), obs("c2", 2, (1.5, 0.5))], 5 * DT)
+    assert g[:2] == [gp, gp] and g[2] != gp
+    # a new track in c3, 2.5 m from P: beyond reach, a new person too
+    g = reg.assign([obs("c1", 1, (0.0, 0.6)), obs("c2", 1, (0.1, 0.6)), obs("c2", 2, (1.5, 0.6)),
+                    obs("c3", 1, (-2.5, 0.6))], 6 * DT)  # fmt: skip
+    assert g[3] not in (gp, g[2])
+    assert IdentityEventKind.MERGED not in kinds(reg)
+
+
+def test_a_newcomer_who_looks_unlike_the_person_nearby_stays_new_once_looks_are_calibrated() -> None:
+    def run(calibrated: bool) -> list[int]:
+        reg = IdentityRegistry(4, ReIdConfig(birth_radius_m=2.0, continuity_radius_m=3.0))
+        if calibrated:  # the scene has taught it: one person's views ~0.9 alike, different people ~0.1
+            for i in range(10):
+                reg.appearance_evidence.same.put((i, "a", "b"), 0.9)
+                reg.appearance_evidence.different.put((i, i + 100), 0.1 + 0.01 * i)
+        for k in range(5):
+            reg.assign([obs("c1", 1, (0.0, 0.1 * k), A)], k * DT)
+        return reg.assign([obs("c1", 1, (0.0, 0.5), A), obs("c2", 3, (1.5, 0.5), B)], 5 * DT)
+
+    g1, g2 = run(calibrated=False)  # nothing learnt yet: appearance cannot speak against it
+    assert g1 == g2
+    g1, g2 = run(calibrated=True)  # a stranger 1.5 m away, looking nothing like the person
+    assert g1 != g2
+
+
+def test_a_camera_that_starts_seeing_one_of_two_people_takes_the_nearer() -> None:
+    reg = IdentityRegistry(4, ReIdConfig(birth_radius_m=2.0))
+    for k in range(5):
+        gp, gq = reg.assign([obs("c1", 1, (0.0, 0.1 * k)), obs("c1", 2, (3.0, 0.1 * k))], k * DT)
+    g = reg.assign([obs("c1", 1, (0.0, 0.5)), obs("c1", 2, (3.0, 0.5)), obs("c2", 4, (1.8, 0.5))], 5 * DT)
+    assert g == [gp, gq, gq]
+
+
 def test_a_track_that_switches_person_moves_to_the_identity_it_now_follows() -> None:
     reg = IdentityRegistry(4)
     p, q = (0.0, 0.0), (4.0, 0.0)

@@ -103,6 +103,9 @@ class ReIdConfig:
     settings, off here so constructed cases compare the vectors they give)."""
     reentry: ReentryConfig | None = None
     """Linking new identities to earlier ones (`app.services.identity.reentry`); None: off."""
+    birth_radius_m: float = 0.0
+    """A camera's brand-new track joins the person another camera sees within this of it (`_join_newcomers`);
+    0 or ≤ ``max_map_distance_m``: off."""
     continuity_radius_m: float = 0.0
     """Sightings by different cameras whose tracks all carry one identity stay one person while their map
     positions agree within this (beyond ``max_map_distance_m``, which decides who is grouped afresh): a foot
@@ -134,6 +137,7 @@ class ReIdConfig:
             event_log_size=s.reid_event_log_size,
             camera_centring=s.reid_camera_centring,
             continuity_radius_m=s.reid_continuity_radius_m,
+            birth_radius_m=s.reid_birth_radius_m,
             reentry=ReentryConfig(
                 window_s=s.reid_reentry_window_s,
                 max_gap_s=s.reid_reentry_max_gap_s,
@@ -291,7 +295,7 @@ class IdentityRegistry:
         if len(set(keys)) != len(keys):
             raise ValueError("a track appears twice in one frame's observations")
         observations = [self._adapted(o) for o in observations]
-        groups = self._keep_together(self._group(observations))
+        groups = self._join_newcomers(self._keep_together(self._group(observations)))
         self._associate(groups, now_s)
         for g in groups:
             self._settle(g, now_s)
@@ -381,6 +385,58 @@ class IdentityRegistry:
                 else:
                     split = split[1:]  # the first stays apart; the rest may still join one another
         return out
+
+    def _join_newcomers(self, groups: list[_Group]) -> list[_Group]:
+        """A group of brand-new tracks joins the nearest person whom other cameras see within ``birth_radius_m``
+        of it now, when none of its cameras shows that person this frame and appearance is not against it: a
+        camera starting to see someone (its first foot point a metre or so off, at the edge of its view) is that
+        person, not a newcomer to be merged back frames later. Nobody within reach: a new person."""
+        radius = self.config.birth_radius_m
+        if radius <= self.config.max_map_distance_m or len(groups) < 2:
+            return groups
+        shown_by: dict[int, set[str]] = defaultdict(set)  # identity → cameras with a track of it this frame
+        for g in groups:
+            for k in g.keys:
+                if k in self._tracks:
+                    shown_by[self._tracks[k].gid].add(k[0])
+        people: list[tuple[_Group, int, XY]] = []  # groups of bound tracks that all carry one identity
+        for g in groups:
+            bound = {self._tracks[k].gid for k in g.keys if k in self._tracks}
+            if len(bound) == 1 and len(g.keys) == sum(k in self._tracks for k in g.keys) and (xy := g.xy) is not None:
+                people.append((g, bound.pop(), xy))
+        out = list(groups)
+        for g in groups:
+            xy = g.xy
+            if xy is None or any(k in self._tracks for k in g.keys):
+                continue
+            cams = {o.camera_id for o in g.members}
+            near = [
+                (math.dist(xy, pxy), i)
+                for i, (pg, gid, pxy) in enumerate(people)
+                if cams.isdisjoint(shown_by[gid])
+                and math.dist(xy, pxy) <= radius
+                and all(self.geometry.may_co_observe(a, o.camera_id) for a in cams for o in pg.members)
+                and self._looks_alike(g, gid)
+            ]
+            if not near:
+                continue
+            i = min(near)[1]
+            pg, gid, pxy = people[i]
+            joined = _Group(pg.members + g.members)
+            out = [x for x in out if x is not pg and x is not g] + [joined]
+            people[i] = (joined, gid, pxy)
+            shown_by[gid] |= cams
+        return out
+
+    def _looks_alike(self, g: _Group, gid: int) -> bool:
+        """Whether the scene's learnt appearance evidence (`AppearanceEvidence`, 0 until calibrated) is not
+        against the group's sightings being identity ``gid``: a partial box at a view's edge or a stranger
+        passing close by looks unlike the person and stays apart."""
+        mean = self._identities[gid].appearance.unit()
+        vecs = [u for o in g.members if o.embedding is not None and (u := _unit_of(o.embedding)) is not None]
+        if mean is None or not vecs:
+            return True
+        return self.appearance_evidence.log_odds(float(np.mean([v @ mean for v in vecs]))) >= 0.0
 
     # -- which identity each group is -----------------------------------------------------------
     def _associate(self, groups: list[_Group], now_s: float) -> None:
