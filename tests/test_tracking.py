@@ -237,3 +237,12 @@ def test_trackers_match_on_part_colour_while_identity_gets_its_own_vectors() -> 
     assert 0 < identity_emb.crops < tracker_emb.crops / 2  # only what the registry needs
     assert build_tracker_embedder(s.model_copy(update={"tracker_appearance_embedder": "identity"})) is None
     assert build_tracker_embedder(s.model_copy(update={"tracker_use_appearance": False})) is None
+
+
+def test_a_new_track_is_described_on_its_first_frames_then_every_nth() -> None:
+    from app.services.frame_processor import describe_now
+
+    assert [n for n in range(22) if describe_now(n, first_n=10, every_n=5)] == [*range(10), 10, 15, 20]
+    assert [n for n in range(12) if describe_now(n, first_n=1, every_n=5)] == [0, 5, 10]  # first frame only
+    assert all(describe_now(n, first_n=1, every_n=1) for n in range(5))
+    assert Settings().reid_embed_first_n > 1

@@ -158,7 +158,11 @@ class Settings(BaseSettings):
     """A box cut off by the image's bottom edge gets its foot point where a whole box this many times its width
     tall would end (0: at the edge, as if it were the feet); docs/accuracy.md."""
     reid_embed_every_n: int = 5
-    """A tracked person's crop is embedded on its first frame and then every N-th frame (gallery refresh)."""
+    """A tracked person's crop is embedded on its first frames (``reid_embed_first_n``) and then every N-th frame
+    (gallery refresh)."""
+    reid_embed_first_n: Annotated[int, Field(ge=1)] = 10
+    """A new track's crop is embedded on each of its first N frames with a detection: a newcomer needs a few looks
+    before re-entry linking can weigh them (docs/accuracy.md)."""
     reid_match_threshold: float = 0.85
     """Re-appearance of a person no camera has seen for ``reid_lost_after_s``: minimum similarity of the new
     track's appearance to the identity's gallery (mean of the best three cosine similarities)."""

@@ -2,8 +2,8 @@
 
 `record` runs the full pipeline (`run_pipeline`) and logs every track of every frame with the descriptors of
 its crop from each embedder asked for; `replay` feeds the log through a fresh `IdentityRegistry` the way
-`FrameProcessor` does (a track is described on its first detected frame and every ``reid_embed_every_n``-th
-after) and returns the same `PipelineOutput` a full run gives, so `score` reports on it unchanged.
+`FrameProcessor` does (a track is described when `describe_now` says so) and returns the same `PipelineOutput` a
+full run gives, so `score` reports on it unchanged.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from app.core.config import Settings
 from app.evaluation.observation_log import LoggedFrame, LoggedTrack, ObservationLog
 from app.evaluation.tracking_eval import Dataset, OutputCollector, PipelineOutput, run_pipeline
 from app.models.base import AppearanceEmbedder, FloatArray
-from app.services.frame_processor import crop_boxes
+from app.services.frame_processor import crop_boxes, describe_now
 from app.services.homography import HomographyService
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def replay(log: ObservationLog, dataset: Dataset, settings: Settings) -> Pipelin
             if t.detected:
                 key = (t.camera_id, t.track_id)
                 n = described.get(key, 0)
-                if n % every == 0:
+                if describe_now(n, settings.reid_embed_first_n, every):
                     vec = describe(t)
                 described[key] = n + 1
             xy = homography.boxes_to_map(t.camera_id, [t.bbox_xyxy])[0]

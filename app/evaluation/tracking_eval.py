@@ -180,6 +180,7 @@ def run_pipeline(
         homography=HomographyService(env, settings.map_cut_box_aspect),
         identities=IdentityRegistry.from_settings(settings, embedder.dim, env),
         embed_every_n=settings.reid_embed_every_n,
+        embed_first_n=settings.reid_embed_first_n,
         motion_gate=MotionGate.from_settings(settings),
         regions=RegionPlanner.from_settings(settings),
         tracker_embedder=build_tracker_embedder(settings),

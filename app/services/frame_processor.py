@@ -88,6 +88,13 @@ class EncodedFrame:
     """The same frame downscaled at low quality, for clients that cannot keep up (when asked for)."""
 
 
+def describe_now(n: int, first_n: int, every_n: int) -> bool:
+    """Whether a track seen with a detection ``n`` times before is described (embedded) now: on each of its first
+    ``first_n`` detected frames — an identity needs a few looks before re-entry linking and the scene's
+    calibration can use them — then on every ``every_n``-th, to keep its gallery fresh."""
+    return n < first_n or n % max(1, every_n) == 0
+
+
 def crop_boxes(image: ImageBGR, boxes: np.ndarray) -> tuple[list[ImageBGR], list[int]]:
     """Crops of the boxes (clipped to the image) and the indices of boxes big enough to describe."""
     h, w = image.shape[:2]
@@ -113,6 +120,7 @@ class FrameProcessor:
         homography: HomographyService,
         identities: IdentityRegistry,
         embed_every_n: int = 5,
+        embed_first_n: int = 1,
         motion_gate: MotionGate | None = None,
         tracker_embedder: AppearanceEmbedder | None = None,
         regions: RegionPlanner | None = None,
@@ -126,6 +134,7 @@ class FrameProcessor:
         self.homography = homography
         self.identities = identities
         self.embed_every_n = max(1, embed_every_n)
+        self.embed_first_n = embed_first_n
         self._described: dict[tuple[str, int], tuple[int, int]] = {}
         self.motion_gate = motion_gate
         self._last_detections: dict[str, Detections] = {}
@@ -255,8 +264,8 @@ class FrameProcessor:
         self, frame_no: int, per_cam: list[tuple[str, list[TrackedBox], np.ndarray, np.ndarray]],
         detections: list[Detections],
     ) -> list[tuple[int, int, int]]:
-        """(camera slot, track id, detection index) of tracks to embed now: a track's first frame with a
-        detection, then every ``embed_every_n``-th. Counters of tracks not seen for a while are dropped."""
+        """(camera slot, track id, detection index) of tracks to embed now (`describe_now`). Counters of tracks not
+        seen for a while are dropped."""
         wanted = []
         for ci, (cid, tracks, _, _) in enumerate(per_cam):
             for tr in tracks:
@@ -264,7 +273,7 @@ class FrameProcessor:
                     continue
                 key = (cid, tr.track_id)
                 n, _ = self._described.get(key, (0, frame_no))
-                if n % self.embed_every_n == 0:
+                if describe_now(n, self.embed_first_n, self.embed_every_n):
                     wanted.append((ci, tr.track_id, tr.det_index))
                 self._described[key] = (n + 1, frame_no)
         if frame_no % 256 == 0:

@@ -226,6 +226,7 @@ class PipelineOrchestrator:
             homography=HomographyService(self.env, s.map_cut_box_aspect),
             identities=IdentityRegistry.from_settings(s, c.embedder.dim, self.env),
             embed_every_n=s.reid_embed_every_n,
+            embed_first_n=s.reid_embed_first_n,
             motion_gate=MotionGate.from_settings(s),
             regions=RegionPlanner.from_settings(s),
             tracker_embedder=build_tracker_embedder(s),
