@@ -341,3 +341,22 @@ def test_sightings_of_one_person_are_fused_by_how_precisely_each_camera_places_t
     plain = IdentityRegistry(4, ReIdConfig())
     g = plain.assign([Observation("a", 1, v, (0.0, 0.0)), Observation("b", 1, v, (0.8, 0.0))], 0.0)
     assert plain.position(g[0])[0][0] == pytest.approx(0.4)  # type: ignore[index]
+
+
+def test_a_person_wants_looks_while_new_or_little_seen() -> None:
+    from app.services.identity.reentry import ReentryConfig
+
+    reg = IdentityRegistry(4)
+    assert reg.needs_looks("c1", 1)  # not placed yet
+    for k in range(2):
+        reg.assign([obs("c1", 1, (0.0, 0.0), A)], k * DT)
+    assert reg.needs_looks("c1", 1)  # two looks: re-entry linking needs three
+    reg.assign([obs("c1", 1, (0.0, 0.0), A)], 2 * DT)
+    assert not reg.needs_looks("c1", 1)
+    # with re-entry linking on, a new identity wants looks for as long as it may still be linked
+    linking = IdentityRegistry(4, ReIdConfig(reentry=ReentryConfig(window_s=1.0)))
+    for k in range(5):
+        linking.assign([obs("c1", 1, (0.0, 0.0), A)], k * DT)
+    assert linking.needs_looks("c1", 1)
+    linking.assign([obs("c1", 1, (0.0, 0.0), A)], 1.5)
+    assert not linking.needs_looks("c1", 1)

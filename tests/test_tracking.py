@@ -245,4 +245,6 @@ def test_a_new_track_is_described_on_its_first_frames_then_every_nth() -> None:
     assert [n for n in range(22) if describe_now(n, first_n=10, every_n=5)] == [*range(10), 10, 15, 20]
     assert [n for n in range(12) if describe_now(n, first_n=1, every_n=5)] == [0, 5, 10]  # first frame only
     assert all(describe_now(n, first_n=1, every_n=1) for n in range(5))
+    # a track whose person is well known gets no extra looks
+    assert [n for n in range(12) if describe_now(n, first_n=10, every_n=5, wants_looks=False)] == [0, 5, 10]
     assert Settings().reid_embed_first_n > 1

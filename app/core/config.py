@@ -161,8 +161,8 @@ class Settings(BaseSettings):
     """A tracked person's crop is embedded on its first frames (``reid_embed_first_n``) and then every N-th frame
     (gallery refresh)."""
     reid_embed_first_n: Annotated[int, Field(ge=1)] = 10
-    """A new track's crop is embedded on each of its first N frames with a detection: a newcomer needs a few looks
-    before re-entry linking can weigh them (docs/accuracy.md)."""
+    """A new track's crop is embedded on each of its first N frames with a detection while its person still wants
+    looks (a new or little-seen identity: re-entry linking needs a few; docs/accuracy.md)."""
     reid_match_threshold: float = 0.85
     """Re-appearance of a person no camera has seen for ``reid_lost_after_s``: minimum similarity of the new
     track's appearance to the identity's gallery (mean of the best three cosine similarities)."""

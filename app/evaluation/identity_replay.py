@@ -104,7 +104,8 @@ def replay(log: ObservationLog, dataset: Dataset, settings: Settings) -> Pipelin
             if t.detected:
                 key = (t.camera_id, t.track_id)
                 n = described.get(key, 0)
-                if describe_now(n, settings.reid_embed_first_n, every):
+                wants = registry.needs_looks(t.camera_id, t.track_id)
+                if describe_now(n, settings.reid_embed_first_n, every, wants):
                     vec = describe(t)
                 described[key] = n + 1
             xy = homography.boxes_to_map(t.camera_id, [t.bbox_xyxy])[0]

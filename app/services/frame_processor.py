@@ -88,11 +88,11 @@ class EncodedFrame:
     """The same frame downscaled at low quality, for clients that cannot keep up (when asked for)."""
 
 
-def describe_now(n: int, first_n: int, every_n: int) -> bool:
+def describe_now(n: int, first_n: int, every_n: int, wants_looks: bool = True) -> bool:
     """Whether a track seen with a detection ``n`` times before is described (embedded) now: on each of its first
-    ``first_n`` detected frames — an identity needs a few looks before re-entry linking and the scene's
-    calibration can use them — then on every ``every_n``-th, to keep its gallery fresh."""
-    return n < first_n or n % max(1, every_n) == 0
+    ``first_n`` detected frames while its person still wants looks (`IdentityRegistry.needs_looks`: a newcomer
+    needs a few before re-entry linking can weigh them), and on every ``every_n``-th to keep its gallery fresh."""
+    return (wants_looks and n < first_n) or n % max(1, every_n) == 0
 
 
 def crop_boxes(image: ImageBGR, boxes: np.ndarray) -> tuple[list[ImageBGR], list[int]]:
@@ -273,7 +273,8 @@ class FrameProcessor:
                     continue
                 key = (cid, tr.track_id)
                 n, _ = self._described.get(key, (0, frame_no))
-                if describe_now(n, self.embed_first_n, self.embed_every_n):
+                wants = self.embed_first_n > 1 and self.identities.needs_looks(cid, tr.track_id)
+                if describe_now(n, self.embed_first_n, self.embed_every_n, wants):
                     wanted.append((ci, tr.track_id, tr.det_index))
                 self._described[key] = (n + 1, frame_no)
         if frame_no % 256 == 0:

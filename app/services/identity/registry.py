@@ -279,6 +279,16 @@ class IdentityRegistry:
         ident = self._identities.get(global_id)
         return None if ident is None or ident.xy is None else (ident.xy, ident.xy_s)
 
+    def needs_looks(self, camera_id: str, track_id: int) -> bool:
+        """Whether a track's person still wants appearance samples: a track not placed yet, or one whose identity
+        is new (re-entry linking may still weigh it) or has fewer looks than re-entry needs."""
+        t = self._tracks.get((camera_id, track_id))
+        ident = None if t is None else self._identities.get(t.gid)
+        if ident is None:
+            return True
+        need = (self.config.reentry or ReentryConfig()).min_samples
+        return ident.tentative_until is not None or ident.appearance.count < need
+
     def drain_events(self) -> list[IdentityEvent]:
         """Identity events since the last call (for publishing)."""
         return self.events.drain()
