@@ -148,3 +148,37 @@ def test_the_pipeline_with_regions_tracks_the_people_a_full_look_tracks(monkeypa
     for cam in dataset.env.cameras:
         n_full, n_regions = len(full.track_rows[cam]), len(regions.track_rows[cam])
         assert abs(n_full - n_regions) <= max(3, 0.1 * n_full), (cam, n_full, n_regions)
+
+
+def test_a_checkpoint_taken_while_the_next_frame_is_detected_ahead_plans_as_before_it(
+    detector: NanoDetDetector, frames: list
+) -> None:
+    """Unpaced tasks detect frame g+1 while g is completed; a checkpoint after g must carry the planner as it
+    was before g+1's detection, or the task resumed from it plans g+1 from what it already saw there."""
+    import pickle
+    import zlib
+
+    from app.evaluation.tracking_eval import load_dataset
+    from app.models.registry import build_embedder
+    from app.services.frame_processor import FrameProcessor
+    from app.services.homography import HomographyService
+    from app.services.identity import IdentityRegistry
+    from app.services.tracking import BotSortCameraTracker
+    from app.services.video_data_manager import CameraFrame, GlobalFrame
+
+    env = load_dataset(PETS).env
+    (cam,) = env.cameras
+    embedder = build_embedder(Settings(embedder="part_colour"))
+    processor = FrameProcessor(
+        detector=detector, embedder=embedder, trackers={cam: BotSortCameraTracker(7.0, camera_id=cam)},
+        homography=HomographyService(env), identities=IdentityRegistry(embedder.dim), regions=RegionPlanner(),
+    )  # fmt: skip
+    gfs = [GlobalFrame(i, i / 7, {cam: CameraFrame(cam, i, i / 7, im)}) for i, im in enumerate(frames[:2])]
+    processor.process(gfs[0])
+    before = pickle.dumps(processor.regions)
+    ahead = processor.detect(gfs[1])  # while frame 0 is finishing, as an unpaced task does
+    assert pickle.dumps(processor.regions) != before
+    saved = pickle.loads(zlib.decompress(processor.export_state()))
+    assert pickle.dumps(saved[5]) == before
+    processor.complete(gfs[1], ahead)  # once frame 1 is complete, a checkpoint carries the planner after it
+    assert pickle.dumps(pickle.loads(zlib.decompress(processor.export_state()))[5]) == pickle.dumps(processor.regions)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -140,11 +141,23 @@ class FrameProcessor:
         self._last_detections: dict[str, Detections] = {}
         self.regions = regions if isinstance(detector, RegionDetector) else None
         """Where the detector looks in each frame (`RegionPlanner`); None: everywhere."""
+        self._completed = -1
+        self._before_detect: dict[int, bytes] = {}
+        """Detection-side state (motion gate, its boxes, region planner) as it was before each frame detected but
+        not yet completed: a checkpoint taken while the next frame is detected ahead must not carry that frame's
+        detection, or the resumed task would plan its detection from what it already saw."""
+        self._lock = threading.Lock()
 
     def export_state(self) -> bytes:
         """Everything this processor learnt (camera trackers, identity registry): a checkpoint's payload, so a
         task resumed on another worker keeps its track and global ids. Models are not part of it."""
-        state = (self.trackers, self.identities, self._described, self.motion_gate, self._last_detections, self.regions)
+        with self._lock:
+            ahead = [i for i in self._before_detect if i > self._completed]
+            before = self._before_detect[min(ahead)] if ahead else None
+        gate, last, regions = (
+            pickle.loads(before) if before is not None else (self.motion_gate, self._last_detections, self.regions)
+        )
+        state = (self.trackers, self.identities, self._described, gate, last, regions)
         return zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 1)
 
     def restore_state(self, blob: bytes) -> None:
@@ -167,6 +180,10 @@ class FrameProcessor:
         can run while ``complete`` finishes this one (frames must still be detected in order: the motion gate
         compares each picture with the previous one)."""
         cams = [c for c in self.trackers if c in gf.frames]
+        if self.motion_gate is not None or self.regions is not None:
+            before = pickle.dumps((self.motion_gate, self._last_detections, self.regions), pickle.HIGHEST_PROTOCOL)
+            with self._lock:
+                self._before_detect[gf.index] = before
         t = time.perf_counter()
         detections = self._detect(cams, [gf.frames[c].image for c in cams])
         return DetectedFrame(gf.index, cams, detections, _lap(t))
@@ -234,6 +251,9 @@ class FrameProcessor:
                 k += 1
             cf = gf.frames[cid]
             results.append(CameraResult(cid, cf.frame_index, cf.timestamp_s, outs, image))
+        with self._lock:
+            self._completed = gf.index
+            self._before_detect = {i: b for i, b in self._before_detect.items() if i > gf.index}
         return FrameResult(gf.index, gf.timestamp_s, results, ms, self.identities.drain_events())
 
     def _detect(self, cams: list[str], images: list[ImageBGR]) -> list[Detections]:
