@@ -200,8 +200,9 @@ class Settings(BaseSettings):
     """Sightings by different cameras whose tracks all carry one person stay that person while their map
     positions agree within this, beyond ``reid_max_map_distance_m`` (0 or ≤ that: off); docs/accuracy.md."""
     reid_birth_radius_m: Annotated[float, Field(ge=0.0)] = 2.0
-    """A camera's brand-new track joins the person other cameras see within this of it, when its camera holds
-    no track of that person (0 or ≤ ``reid_max_map_distance_m``: off); docs/accuracy.md."""
+    """A camera's brand-new track joins the person other cameras see within this of it, when its camera shows no
+    track of that person this frame and learnt appearance is not against it (0 or ≤ ``reid_max_map_distance_m``:
+    off); docs/accuracy.md."""
     reid_gallery_min_quality: float = 0.5
     """Appearance is learnt only from detections at least this confident (and not overlapped)."""
     reid_event_log_size: int = 1000

@@ -7,7 +7,8 @@ Each global frame, with every camera at once:
    first. With exact homographies the same person's foot points from two cameras lie ~0.1 m apart, while two
    people rarely stand closer than 0.5 m, so grouping by position is the strongest cross-camera cue. Groups
    whose tracks all already carry one identity stay together within ``continuity_radius_m`` (a foot point a
-   metre or two off at a view's edge must not split a person the cameras already agreed on).
+   metre or two off at a view's edge must not split a person the cameras already agreed on), and a camera's
+   brand-new tracks join the person other cameras see within ``birth_radius_m`` (a camera starting to see them).
 2. **Which identity each group is**, one-to-one over all groups (Hungarian): the identity most of its tracks
    already carry (track continuity), that was last seen within walking reach (travel-time gate), and that
    looks alike (FAISS gallery, weight ``appearance_weight``); an identity no camera has seen for
@@ -412,7 +413,7 @@ class IdentityRegistry:
         people: list[tuple[_Group, int, XY]] = []  # groups of bound tracks that all carry one identity
         for g in groups:
             bound = {self._tracks[k].gid for k in g.keys if k in self._tracks}
-            if len(bound) == 1 and len(g.keys) == sum(k in self._tracks for k in g.keys) and (xy := g.xy) is not None:
+            if len(bound) == 1 and all(k in self._tracks for k in g.keys) and (xy := g.xy) is not None:
                 people.append((g, bound.pop(), xy))
         out = list(groups)
         for g in groups:
