@@ -83,21 +83,34 @@ def test_played_as_live_no_frame_is_detected_before_its_moment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Looking ahead must not read the future: each frame's detection starts no earlier than a live camera would
-    have delivered it (its timestamp after the start), and frames stay in order."""
-    started: list[tuple[int, float]] = []
+    have delivered it (its moment: the playback start plus its timestamp), and frames stay in order."""
+    from app.services.pipeline_orchestrator import PipelineOrchestrator
+
+    started: dict[int, float] = {}
+    due_of: dict[int, float | None] = {}
     original = FrameProcessor.detect
+    original_when_due = PipelineOrchestrator._detect_when_due
 
     def detect(self: FrameProcessor, gf: Any) -> Any:
-        started.append((gf.index, time.monotonic()))
+        started[gf.index] = time.monotonic()
         return original(self, gf)
 
+    def when_due(self: PipelineOrchestrator, processor: FrameProcessor, gf: Any, due: float | None) -> Any:
+        due_of[gf.index] = due
+        return original_when_due(self, processor, gf, due)
+
     monkeypatch.setattr(FrameProcessor, "detect", detect)
+    monkeypatch.setattr(PipelineOrchestrator, "_detect_when_due", when_due)
     clip = make_clip(tmp_path, N_FRAMES)
     _, status = run_task(clip, playback_speed=1.0, detect_ahead="on")
     assert status["status"] == "COMPLETED"
-    indices = [i for i, _ in started]
+    indices = list(started)
     # (frames the machine could not keep up with are skipped, never detected early)
     assert indices == sorted(indices) and len(indices) == status["frames_processed"] >= 3
-    t0 = started[0][1]
-    for index, at in started[1:]:
-        assert at - t0 >= index / 7.0 - 0.02, (index, at - t0)  # 7 fps played at 1x
+    first = indices[0]
+    start = due_of[first]
+    assert start is not None
+    for index in indices:
+        due = due_of[index]
+        assert due is not None and abs(due - (start + (index - first) / 7.0)) < 1e-6  # 7 fps played at 1x
+        assert started[index] >= due, (index, started[index] - due)
