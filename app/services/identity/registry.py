@@ -374,9 +374,8 @@ class IdentityRegistry:
             return groups
         by_gid: dict[int, list[_Group]] = defaultdict(list)
         for g in groups:
-            bound = {self._tracks[k].gid for k in g.keys if k in self._tracks}
-            if len(bound) == 1:
-                by_gid[bound.pop()].append(g)
+            if (gid := self._sole_identity(g)) is not None:
+                by_gid[gid].append(g)
         out = list(groups)
         for split in by_gid.values():
             while len(split) > 1:
@@ -397,6 +396,11 @@ class IdentityRegistry:
                     split = split[1:]  # the first stays apart; the rest may still join one another
         return out
 
+    def _sole_identity(self, g: _Group) -> int | None:
+        """The identity all of the group's bound tracks carry, if they carry exactly one (new tracks aside)."""
+        bound = {self._tracks[k].gid for k in g.keys if k in self._tracks}
+        return bound.pop() if len(bound) == 1 else None
+
     def _join_newcomers(self, groups: list[_Group]) -> list[_Group]:
         """A group of brand-new tracks joins the nearest person whom other cameras see within ``birth_radius_m``
         of it now, when none of its cameras shows that person this frame and appearance is not against it: a
@@ -412,9 +416,9 @@ class IdentityRegistry:
                     shown_by[self._tracks[k].gid].add(k[0])
         people: list[tuple[_Group, int, XY]] = []  # groups of bound tracks that all carry one identity
         for g in groups:
-            bound = {self._tracks[k].gid for k in g.keys if k in self._tracks}
-            if len(bound) == 1 and all(k in self._tracks for k in g.keys) and (xy := g.xy) is not None:
-                people.append((g, bound.pop(), xy))
+            gid = self._sole_identity(g)
+            if gid is not None and all(k in self._tracks for k in g.keys) and (xy := g.xy) is not None:
+                people.append((g, gid, xy))
         out = list(groups)
         for g in groups:
             xy = g.xy
