@@ -209,13 +209,18 @@ def test_a_newcomer_is_not_given_someone_whom_its_camera_already_shows_or_who_is
     assert IdentityEventKind.MERGED not in kinds(reg)
 
 
+def calibrate(reg: IdentityRegistry) -> None:
+    """What the scene would have taught the registry: one person's views ~0.9 alike, different people ~0.1."""
+    for i in range(10):
+        reg.appearance_evidence.same.put((i, "a", "b"), 0.9)
+        reg.appearance_evidence.different.put((i, i + 100), 0.1 + 0.01 * i)
+
+
 def test_a_newcomer_who_looks_unlike_the_person_nearby_stays_new_once_looks_are_calibrated() -> None:
     def run(calibrated: bool) -> list[int]:
         reg = IdentityRegistry(4, ReIdConfig(birth_radius_m=2.0, continuity_radius_m=3.0))
-        if calibrated:  # the scene has taught it: one person's views ~0.9 alike, different people ~0.1
-            for i in range(10):
-                reg.appearance_evidence.same.put((i, "a", "b"), 0.9)
-                reg.appearance_evidence.different.put((i, i + 100), 0.1 + 0.01 * i)
+        if calibrated:
+            calibrate(reg)
         for k in range(5):
             reg.assign([obs("c1", 1, (0.0, 0.1 * k), A)], k * DT)
         return reg.assign([obs("c1", 1, (0.0, 0.5), A), obs("c2", 3, (1.5, 0.5), B)], 5 * DT)
@@ -224,6 +229,29 @@ def test_a_newcomer_who_looks_unlike_the_person_nearby_stays_new_once_looks_are_
     assert g1 == g2
     g1, g2 = run(calibrated=True)  # a stranger 1.5 m away, looking nothing like the person
     assert g1 != g2
+
+
+@pytest.mark.parametrize("looks", ["unlike", "alike", "undescribed"])
+def test_someone_else_where_a_person_was_just_lost_is_a_new_person_once_looks_are_calibrated(looks: str) -> None:
+    """A person leaves c1's view; 1 s later a new track starts 1 m on. It continues the person unless the scene's
+    learnt looks say it is someone else (a stranger entering where the person walked out of a narrow view)."""
+    def run(rule: float | None) -> tuple[int, int]:
+        reg = IdentityRegistry(4, ReIdConfig(continue_min_log_odds=rule))
+        calibrate(reg)
+        p = {reg.assign([obs("c1", 1, (0.0, 0.1 * k), A)], k * DT)[0] for k in range(8)}.pop()
+        emb = {"unlike": B, "alike": A, "undescribed": None}[looks]
+        return p, reg.assign([obs("c2", 7, (0.0, 1.7), emb)], 15 * DT)[0]
+
+    p, q = run(rule=None)
+    assert q == p  # without the rule place and time decide
+    p, q = run(rule=-1.0)
+    assert (q == p) == (looks != "unlike")
+
+
+def test_early_on_nothing_learnt_a_new_track_where_a_person_was_just_lost_continues_them() -> None:
+    reg = IdentityRegistry(4, ReIdConfig(continue_min_log_odds=-1.0))
+    p = {reg.assign([obs("c1", 1, (0.0, 0.1 * k), A)], k * DT)[0] for k in range(8)}.pop()
+    assert reg.assign([obs("c2", 7, (0.0, 1.7), B)], 15 * DT)[0] == p
 
 
 def test_a_camera_that_starts_seeing_one_of_two_people_takes_the_nearer() -> None:

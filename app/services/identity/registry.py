@@ -107,6 +107,9 @@ class ReIdConfig:
     birth_radius_m: float = 0.0
     """A camera's brand-new track joins the person another camera sees within this of it (`_join_newcomers`);
     0 or ≤ ``max_map_distance_m``: off."""
+    continue_min_log_odds: float | None = None
+    """Sightings not yet bound to a person continue one lost < ``lost_after_s`` ago only when the scene's learnt
+    appearance evidence for it reaches this (0 until calibrated, so early on place and time decide); None: off."""
     continuity_radius_m: float = 0.0
     """Sightings by different cameras whose tracks all carry one identity stay one person while their map
     positions agree within this (beyond ``max_map_distance_m``, which decides who is grouped afresh): a foot
@@ -139,6 +142,7 @@ class ReIdConfig:
             camera_centring=s.reid_camera_centring,
             continuity_radius_m=s.reid_continuity_radius_m,
             birth_radius_m=s.reid_birth_radius_m,
+            continue_min_log_odds=s.reid_continue_min_log_odds,
             reentry=ReentryConfig(
                 window_s=s.reid_reentry_window_s,
                 max_gap_s=s.reid_reentry_max_gap_s,
@@ -444,14 +448,18 @@ class IdentityRegistry:
         return out
 
     def _looks_alike(self, g: _Group, gid: int) -> bool:
-        """Whether the scene's learnt appearance evidence (`AppearanceEvidence`, 0 until calibrated) is not
-        against the group's sightings being identity ``gid``: a partial box at a view's edge or a stranger
-        passing close by looks unlike the person and stays apart."""
-        mean = self._identities[gid].appearance.unit()
-        vecs = [u for o in g.members if o.embedding is not None and (u := _unit_of(o.embedding)) is not None]
-        if mean is None or not vecs:
-            return True
-        return self.appearance_evidence.log_odds(float(np.mean([v @ mean for v in vecs]))) >= 0.0
+        """Whether the scene's learnt appearance evidence is not against the group's sightings being identity
+        ``gid``: a partial box at a view's edge or a stranger passing close by looks unlike the person and stays
+        apart."""
+        return self._looks_log_odds(_looks_of(g), self._identities[gid]) >= 0.0
+
+    def _looks_log_odds(self, looks: np.ndarray | None, ident: _Identity) -> float:
+        """Appearance evidence (`AppearanceEvidence`) that sightings with mean unit descriptor ``looks`` are
+        ``ident``; 0 when either side has no looks or the scene's looks are not calibrated yet."""
+        mean = ident.appearance.unit()
+        if looks is None or mean is None:
+            return 0.0
+        return self.appearance_evidence.log_odds(float(looks @ mean))
 
     # -- which identity each group is -----------------------------------------------------------
     def _associate(self, groups: list[_Group], now_s: float) -> None:
@@ -469,15 +477,18 @@ class IdentityRegistry:
                 if t is not None:
                     votes[t.gid] += 1
             xy = g.xy
+            looks = _looks_of(g)
             for c, ident in enumerate(cand):
-                s = self._fit(ident, votes.get(ident.gid, 0) / len(g.members), xy, sims[r, c], now_s)
+                s = self._fit(ident, votes.get(ident.gid, 0) / len(g.members), xy, sims[r, c], now_s, looks)
                 if s is not None:
                     # among equal fits the older identity wins (it is the one people have seen longer)
                     score[r, c] = s + 1e-3 * (1.0 - age_rank[ident.gid] / len(cand))
         for r, c in assign_max(score):
             groups[r].target = cand[c].gid
 
-    def _fit(self, ident: _Identity, vote: float, xy: XY | None, sim: float, now_s: float) -> float | None:
+    def _fit(
+        self, ident: _Identity, vote: float, xy: XY | None, sim: float, now_s: float, looks: np.ndarray | None = None
+    ) -> float | None:
         """How well a group fits an identity, or None when a rule forbids it.
 
         ``vote``: share of the group's tracks already bound to the identity (track continuity). Otherwise the
@@ -494,6 +505,8 @@ class IdentityRegistry:
         if reach is None:
             return None  # nobody walks that fast
         if located and now_s - ident.last_s <= cfg.lost_after_s:
+            if cfg.continue_min_log_odds is not None and self._looks_log_odds(looks, ident) < cfg.continue_min_log_odds:
+                return None  # someone else where the person just was: looks say so once the scene is calibrated
             return reach + appearance  # found again where the person just was
         if sim >= cfg.match_threshold:
             return cfg.proximity_weight * reach + appearance
@@ -755,6 +768,13 @@ def _occluded(observations: list[Observation]) -> set[TrackKey]:
             if inter / area > OCCLUSION_OVERLAP:
                 out.add((a.camera_id, a.track_id))
     return out
+
+
+def _looks_of(g: _Group) -> np.ndarray | None:
+    """Mean of the unit descriptors of a group's sightings this frame (its dot with a unit vector is their mean
+    cosine); None when none was described."""
+    vecs = [u for o in g.members if o.embedding is not None and (u := _unit_of(o.embedding)) is not None]
+    return np.mean(vecs, axis=0) if vecs else None
 
 
 def _unit_of(v: np.ndarray) -> np.ndarray | None:
