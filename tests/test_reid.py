@@ -235,21 +235,21 @@ def test_a_newcomer_who_looks_unlike_the_person_nearby_stays_new_once_looks_are_
 def test_someone_else_where_a_person_was_just_lost_is_a_new_person_once_looks_are_calibrated(looks: str) -> None:
     """A person leaves c1's view; 1 s later a new track starts 1 m on. It continues the person unless the scene's
     learnt looks say it is someone else (a stranger entering where the person walked out of a narrow view)."""
-    def run(rule: float | None) -> tuple[int, int]:
-        reg = IdentityRegistry(4, ReIdConfig(continue_min_log_odds=rule))
+    def run(rule: float) -> tuple[int, int]:
+        reg = IdentityRegistry(4, ReIdConfig(looks_against_log_odds=rule))
         calibrate(reg)
         p = {reg.assign([obs("c1", 1, (0.0, 0.1 * k), A)], k * DT)[0] for k in range(8)}.pop()
         emb = {"unlike": B, "alike": A, "undescribed": None}[looks]
         return p, reg.assign([obs("c2", 7, (0.0, 1.7), emb)], 15 * DT)[0]
 
-    p, q = run(rule=None)
+    p, q = run(rule=float("-inf"))
     assert q == p  # without the rule place and time decide
     p, q = run(rule=-1.0)
     assert (q == p) == (looks != "unlike")
 
 
 def test_early_on_nothing_learnt_a_new_track_where_a_person_was_just_lost_continues_them() -> None:
-    reg = IdentityRegistry(4, ReIdConfig(continue_min_log_odds=-1.0))
+    reg = IdentityRegistry(4, ReIdConfig(looks_against_log_odds=-1.0))
     p = {reg.assign([obs("c1", 1, (0.0, 0.1 * k), A)], k * DT)[0] for k in range(8)}.pop()
     assert reg.assign([obs("c2", 7, (0.0, 1.7), B)], 15 * DT)[0] == p
 

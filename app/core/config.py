@@ -182,10 +182,11 @@ class Settings(BaseSettings):
     reid_lost_after_s: float = 2.0
     """An identity no camera has seen this long is reported ``lost``; before that a new track near where it
     was seen continues it, after that only appearance (``reid_match_threshold``) can bring it back."""
-    reid_continue_min_log_odds: float = -1.0
-    """A new sighting continues a person lost < ``reid_lost_after_s`` ago only when learnt appearance evidence
-    (log-odds, 0 until the scene is calibrated) reaches this: -1 vetoes only looks that speak against it (a
-    stranger entering where someone walked out of view); -99: place and time alone decide. docs/accuracy.md."""
+    reid_looks_against_log_odds: float = -1.0
+    """Learnt appearance evidence (log-odds; 0 until the scene is calibrated) below this speaks against handing a
+    camera's new track to a known person: it neither joins the person another camera sees nearby
+    (``reid_birth_radius_m``) nor continues one lost < ``reid_lost_after_s`` ago where they were (a stranger
+    entering where someone walked out of view). -99: place and time alone decide. docs/accuracy.md."""
     reid_camera_centring: bool = True
     """Compare appearance with each camera's running mean descriptor removed (its colour rendering)."""
     reid_reentry: bool = True

@@ -107,9 +107,11 @@ class ReIdConfig:
     birth_radius_m: float = 0.0
     """A camera's brand-new track joins the person another camera sees within this of it (`_join_newcomers`);
     0 or ≤ ``max_map_distance_m``: off."""
-    continue_min_log_odds: float | None = None
-    """Sightings not yet bound to a person continue one lost < ``lost_after_s`` ago only when the scene's learnt
-    appearance evidence for it reaches this (0 until calibrated, so early on place and time decide); None: off."""
+    looks_against_log_odds: float = -1.0
+    """Learnt appearance evidence (log-odds, `AppearanceEvidence`; 0 until the scene is calibrated, so early on
+    place and time decide) below this speaks against handing a new sighting to a known person: a camera's new
+    track does not join the person nearby (``birth_radius_m``) nor continue one lost < ``lost_after_s`` ago
+    (a stranger entering where someone walked out of a narrow view). ``-inf``: place and time alone decide."""
     continuity_radius_m: float = 0.0
     """Sightings by different cameras whose tracks all carry one identity stay one person while their map
     positions agree within this (beyond ``max_map_distance_m``, which decides who is grouped afresh): a foot
@@ -142,7 +144,7 @@ class ReIdConfig:
             camera_centring=s.reid_camera_centring,
             continuity_radius_m=s.reid_continuity_radius_m,
             birth_radius_m=s.reid_birth_radius_m,
-            continue_min_log_odds=s.reid_continue_min_log_odds,
+            looks_against_log_odds=s.reid_looks_against_log_odds,
             reentry=ReentryConfig(
                 window_s=s.reid_reentry_window_s,
                 max_gap_s=s.reid_reentry_max_gap_s,
@@ -449,9 +451,9 @@ class IdentityRegistry:
 
     def _looks_alike(self, g: _Group, gid: int) -> bool:
         """Whether the scene's learnt appearance evidence is not against the group's sightings being identity
-        ``gid``: a partial box at a view's edge or a stranger passing close by looks unlike the person and stays
-        apart."""
-        return self._looks_log_odds(_looks_of(g), self._identities[gid]) >= 0.0
+        ``gid`` (``looks_against_log_odds``): a partial box at a view's edge or a stranger passing close by looks
+        unlike the person and stays apart."""
+        return self._looks_log_odds(_looks_of(g), self._identities[gid]) >= self.config.looks_against_log_odds
 
     def _looks_log_odds(self, looks: np.ndarray | None, ident: _Identity) -> float:
         """Appearance evidence (`AppearanceEvidence`) that sightings with mean unit descriptor ``looks`` are
@@ -505,7 +507,7 @@ class IdentityRegistry:
         if reach is None:
             return None  # nobody walks that fast
         if located and now_s - ident.last_s <= cfg.lost_after_s:
-            if cfg.continue_min_log_odds is not None and self._looks_log_odds(looks, ident) < cfg.continue_min_log_odds:
+            if self._looks_log_odds(looks, ident) < cfg.looks_against_log_odds:
                 return None  # someone else where the person just was: looks say so once the scene is calibrated
             return reach + appearance  # found again where the person just was
         if sim >= cfg.match_threshold:
