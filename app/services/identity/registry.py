@@ -489,13 +489,14 @@ class IdentityRegistry:
             groups[r].target = cand[c].gid
 
     def _fit(
-        self, ident: _Identity, vote: float, xy: XY | None, sim: float, now_s: float, looks: np.ndarray | None = None
+        self, ident: _Identity, vote: float, xy: XY | None, sim: float, now_s: float, looks: np.ndarray | None
     ) -> float | None:
         """How well a group fits an identity, or None when a rule forbids it.
 
         ``vote``: share of the group's tracks already bound to the identity (track continuity). Otherwise the
-        identity must have been seen recently (``lost_after_s``) where the group could have walked from, or —
-        a person coming back after leaving every view — within walking reach and alike in appearance
+        identity must have been seen recently (``lost_after_s``) where the group could have walked from, with
+        ``looks`` (the group's mean descriptor, `_looks_of`) not against it (``looks_against_log_odds``), or — a
+        person coming back after leaving every view — within walking reach and alike in appearance
         (``match_threshold``).
         """
         cfg = self.config
