@@ -164,43 +164,43 @@ def test_three_tasks_on_two_workers_one_waits_stream_and_stop_from_another_node(
     assert httpx.post(f"{a}/api/v1/processing-tasks/nope/stop").status_code == 404
 
 
-async def _checkpointed_frame(four: Cluster, task_id: str) -> int | None:
-    """The frame of the task's latest checkpoint, as the cluster's KV bucket holds it (None: none yet)."""
+async def _between_checkpoints(four: Cluster, task_id: str, stream: Stream) -> None:
+    """Wait until a checkpoint has just been written (within half the 1 s interval) and the client has received a
+    frame after it: a worker killed now has done work the resumed run must repeat alike, and the next checkpoint is
+    not due yet (killed right at a checkpoint, nothing would be left to compare). The checkpoint's frame is read
+    from the cluster's KV bucket, over one connection."""
     import nats
     from nats.js.errors import KeyNotFoundError
 
     from app.services.cluster.names import ClusterNames
 
     nc = await nats.connect(NATS_URL)
-    try:
-        kv = await nc.jetstream().key_value(ClusterNames(four.env["SPOTON_NATS_PREFIX"]).checkpoints_bucket)
+    kv = await nc.jetstream().key_value(ClusterNames(four.env["SPOTON_NATS_PREFIX"]).checkpoints_bucket)
+
+    async def checkpointed_frame() -> int | None:
         try:
             entry = await kv.get(task_id)
         except KeyNotFoundError:
             return None
         frame = json.loads(entry.value or b"{}").get("frame")
         return None if frame is None else int(frame)
+
+    try:
+        last = await checkpointed_frame()
+        changed_at: float | None = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            frame = await checkpointed_frame()
+            if frame != last:
+                last, changed_at = frame, time.monotonic()
+            seen = max((u["global_frame_index"] for u in stream.updates if u.get("epoch") == 1), default=-1)
+            if last is not None and changed_at is not None and seen > last:
+                if time.monotonic() - changed_at < 0.5:
+                    return
+                changed_at = None  # too late in this interval: wait for the next checkpoint
+            await asyncio.sleep(0.01)
     finally:
         await nc.close()
-
-
-async def _between_checkpoints(four: Cluster, task_id: str, stream: Stream) -> None:
-    """Wait until a checkpoint has just been written (within half the 1 s interval) and the client has received a
-    frame after it: a worker killed now has done work the resumed run must repeat alike, and the next checkpoint is
-    not due yet (killed right at a checkpoint, nothing would be left to compare)."""
-    last = await _checkpointed_frame(four, task_id)
-    changed_at: float | None = None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        frame = await _checkpointed_frame(four, task_id)
-        if frame != last:
-            last, changed_at = frame, time.monotonic()
-        seen = max((u["global_frame_index"] for u in stream.updates if u.get("epoch") == 1), default=-1)
-        if last is not None and changed_at is not None and seen > last:
-            if time.monotonic() - changed_at < 0.5:
-                return
-            changed_at = None  # too late in this interval: wait for the next checkpoint
-        await asyncio.sleep(0.01)
     raise AssertionError(f"no moment between two checkpoints within 60 s (last checkpoint {last})")
 
 
@@ -214,12 +214,13 @@ def _kill_and_resume(four: Cluster, database: str, sig: int) -> tuple[Stream, di
     async def run() -> None:
         client = asyncio.create_task(receive(ws_url(b, tid), stream))
         st = await asyncio.to_thread(wait_until, lambda: _running(a, tid, 25), 90, "task processing")
+        victim = str(st["worker_id"])  # a task stays on its worker while that one is alive
         if sig == signal.SIGKILL:
             await _between_checkpoints(four, tid, stream)
-            st = status(a, tid)
-        victim = str(st["worker_id"])
-        figures["victim"], figures["frames_at_signal"] = victim, st["frames_processed"]
         four.workers[victim].signal(sig)
+        if sig == signal.SIGKILL:  # what the killed worker last reported (no request between the wait and the kill)
+            st = status(a, tid)
+        figures["victim"], figures["frames_at_signal"] = victim, st["frames_processed"]
         t0 = time.monotonic()
 
         def moved() -> dict[str, Any] | None:

@@ -256,7 +256,8 @@ class IdentityRegistry:
         self._left_for: dict[int, int] = {}
         self.total_identities = 0
         self.centring = CameraCentring() if self.config.camera_centring else None
-        reentry = self.config.reentry or ReentryConfig()
+        self._reentry = reentry = self.config.reentry or ReentryConfig()
+        """Re-entry's evidence settings (its defaults when linking is off: looks are still learnt and weighed)."""
         self.appearance_evidence = AppearanceEvidence(reentry)
         self.motion_evidence = MotionEvidence(reentry, self.config.max_speed_mps, self.config.max_map_distance_m)
         self.reentries = 0
@@ -293,8 +294,7 @@ class IdentityRegistry:
         ident = None if t is None else self._identities.get(t.gid)
         if ident is None:
             return True
-        need = (self.config.reentry or ReentryConfig()).min_samples
-        return ident.tentative_until is not None or ident.appearance.count < need
+        return ident.tentative_until is not None or ident.appearance.count < self._reentry.min_samples
 
     def drain_events(self) -> list[IdentityEvent]:
         """Identity events since the last call (for publishing)."""
@@ -662,8 +662,7 @@ class IdentityRegistry:
         """Learn, without labels, what "different people" and "the same person" look like in this scene:
         identities seen now in different places are different; one identity's means from two cameras are one
         person seen through two views."""
-        assert self.config.reentry is not None
-        need = self.config.reentry.min_samples
+        need = self._reentry.min_samples
         per_gid: dict[int, int] = defaultdict(int)
         for g in groups:
             gids = {self._tracks[k].gid for k in g.keys}
@@ -696,11 +695,12 @@ class IdentityRegistry:
         g, n = self._identities.get(gone), self._identities.get(new)
         if g is None or n is None or n.first_xy is None:
             return None
-        need = (self.config.reentry or ReentryConfig()).min_samples
-        return self._pair_log_odds(_Leaver.of(g, need), n, self.motion_evidence.background(n.first_xy))
+        return self._pair_log_odds(
+            _Leaver.of(g, self._reentry.min_samples), n, self.motion_evidence.background(n.first_xy)
+        )
 
     def _pair_log_odds(self, g: _Leaver, n: _Identity, background: float) -> float | None:
-        cfg = self.config.reentry or ReentryConfig()
+        cfg = self._reentry
         if g.gid == n.gid or g.last_s >= n.created_s or n.first_xy is None or g.exit is None:
             return None  # seen while the new one was already there: a different person
         score = self.motion_evidence.log_odds(g.exit, n.first_xy, n.first_xy_s, background)
