@@ -50,8 +50,11 @@ class ReentryConfig:
     """Lead in log-odds over the runner-up on either side (no choice between near-equals)."""
     position_sigma_m: float = 0.7
     """Spread of a foot point right after the gap: box noise and the exit velocity's error."""
-    spread_mps: float = 0.5
-    """Growth of that spread per second out of sight (people slow down, turn, stop)."""
+    walk_noise_m2ps3: float = 0.042
+    """How far people stray from walking on at their exit velocity: variance added per cubed second out of sight
+    (a walker's velocity wanders — turns, slows — so the error grows as the gap to the power 1.5, the
+    constant-velocity model's white-noise acceleration). Fitted to the root-mean-square error of that prediction on
+    ground-truth trajectories, which it matches from 2 s to 15 s gaps (docs/accuracy.md)."""
     max_walk_mps: float = 2.0
     """Exit speeds are clipped to this before extrapolating (a run is not extrapolated for 10 s)."""
     scene_area_m2: float = 300.0
@@ -69,8 +72,8 @@ class ReentryConfig:
     def __post_init__(self) -> None:
         if self.window_s <= 0 or self.max_gap_s <= 0 or self.min_samples < 1 or self.min_pairs < 2:
             raise ValueError("reentry window, gap, samples and pair counts must be positive")
-        if self.position_sigma_m <= 0 or self.spread_mps < 0 or self.scene_area_m2 <= 0 or self.margin < 0:
-            raise ValueError("reentry sigma and scene area must be > 0, spread and margin >= 0")
+        if self.position_sigma_m <= 0 or self.walk_noise_m2ps3 < 0 or self.scene_area_m2 <= 0 or self.margin < 0:
+            raise ValueError("reentry sigma and scene area must be > 0, walk noise and margin >= 0")
 
 
 class AppearanceMean:
@@ -189,7 +192,7 @@ class Exit:
 
 class MotionEvidence:
     """Log-likelihood ratio of a re-appearance at ``xy`` after ``gap`` s under "the person who left" (walked on at
-    their exit velocity, 2-D normal spread ``sigma + spread × gap``) vs "anyone else": the density of where new
+    their exit velocity, 2-D normal spread ``√(sigma² + walk_noise × gap³)``) vs "anyone else": the density of where new
     identities have appeared in this task so far (`births`: people enter where paths cross the edges of the views,
     so a spot where many appear is weak evidence), never below uniform over the seen ground. None when even the
     fastest walk (``max_speed_mps``) could not have got there."""
@@ -225,9 +228,8 @@ class MotionEvidence:
         if math.dist(exit_.xy, xy) > self.max_map_distance_m + self.max_speed_mps * gap:
             return None
         miss = math.dist(_walk(exit_.xy, exit_.velocity, gap, cfg.max_walk_mps), xy)
-        sigma = cfg.position_sigma_m + cfg.spread_mps * gap
-        if exit_.velocity is None:
-            sigma += cfg.max_walk_mps * 0.5 * gap  # direction unknown: a wider disc
+        unknown = 0.0 if exit_.velocity is not None else cfg.max_walk_mps * 0.5 * gap  # no direction: a wider disc
+        sigma = math.sqrt(cfg.position_sigma_m**2 + cfg.walk_noise_m2ps3 * gap**3) + unknown
         log_density = -math.log(2 * math.pi * sigma * sigma) - miss * miss / (2 * sigma * sigma)
         return log_density - math.log(self.background(xy) if background is None else background)
 
