@@ -201,6 +201,10 @@ class Settings(BaseSettings):
     """Evidence a link needs: log-likelihood ratio of position-after-the-gap plus looks (2.5 ≈ 12 : 1)."""
     reid_reentry_margin: Annotated[float, Field(ge=0.0)] = 1.0
     """A link must lead the runner-up on either side by this many log-odds."""
+    reid_swap_log_odds: float = 6.0
+    """Two people who came within 2 m and now each look like the other did (learnt appearance log-odds for
+    "swapped" over "as they are", both identities together) get their identities back (`crossings`; ≤ 0: off;
+    docs/accuracy.md)."""
     reid_continuity_radius_m: Annotated[float, Field(ge=0.0)] = 3.0
     """Sightings by different cameras whose tracks all carry one person stay that person while their map
     positions agree within this, beyond ``reid_max_map_distance_m`` (0 or ≤ that: off); docs/accuracy.md."""

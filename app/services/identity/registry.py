@@ -33,6 +33,7 @@ import numpy as np
 
 from app.models.base import FloatArray
 from app.services.identity.assignment import assign_max
+from app.services.identity.crossings import Looks, SwapConfig, pick_swaps, swap_gain
 from app.services.identity.events import IdentityEvent, IdentityEventKind, IdentityEventLog
 from app.services.identity.gallery import AppearanceGallery, FaissGallery
 from app.services.identity.geometry import XY, GeometryConfig, GeometryGate
@@ -112,6 +113,8 @@ class ReIdConfig:
     place and time decide) below this speaks against handing a new sighting to a known person: a camera's new
     track does not join the person nearby (``birth_radius_m``) nor continue one lost < ``lost_after_s`` ago
     (a stranger entering where someone walked out of a narrow view). ``-inf``: place and time alone decide."""
+    swaps: SwapConfig | None = None
+    """Undoing identity swaps of people who crossed, by their looks (`crossings`); None: off."""
     continuity_radius_m: float = 0.0
     """Sightings by different cameras whose tracks all carry one identity stay one person while their map
     positions agree within this (beyond ``max_map_distance_m``, which decides who is grouped afresh): a foot
@@ -145,6 +148,7 @@ class ReIdConfig:
             continuity_radius_m=s.reid_continuity_radius_m,
             birth_radius_m=s.reid_birth_radius_m,
             looks_against_log_odds=s.reid_looks_against_log_odds,
+            swaps=SwapConfig(log_odds=s.reid_swap_log_odds) if s.reid_swap_log_odds > 0 else None,
             reentry=ReentryConfig(
                 window_s=s.reid_reentry_window_s,
                 max_gap_s=s.reid_reentry_max_gap_s,
@@ -181,6 +185,10 @@ class _Identity:
     first_xy_s: float = 0.0
     trail: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=64))
     """``(t, x, y)`` of the last `TRAIL_S` seconds."""
+    recent: deque[np.ndarray] = field(default_factory=deque)
+    """The latest looks (``SwapConfig.recent``), weighed apart from the settled rest after a crossing."""
+    near: dict[int, float] = field(default_factory=dict)
+    """Identities that came within ``SwapConfig.near_m`` of this one, and when last."""
     by_camera: dict[str, AppearanceMean] = field(default_factory=dict)
     """Appearance per camera: two cameras' means of one person calibrate what "the same" looks like."""
     early: AppearanceMean = field(default_factory=AppearanceMean)
@@ -262,6 +270,8 @@ class IdentityRegistry:
         self.motion_evidence = MotionEvidence(reentry, self.config.max_speed_mps, self.config.max_map_distance_m)
         self.reentries = 0
         """Identities linked to an earlier one (a person who came back)."""
+        self.swaps_undone = 0
+        """Pairs of identities given back to each other after people crossed (`crossings`)."""
 
     @classmethod
     def from_settings(
@@ -319,6 +329,8 @@ class IdentityRegistry:
         self._one_per_camera(groups, now_s)
         self._merge_emptied(now_s)
         self._observe(groups, now_s)
+        if self.config.swaps is not None:
+            self._undo_swaps(self.config.swaps, groups, now_s)
         if self.config.reentry is not None:
             self._calibrate(groups)
             self._link_reentries(self.config.reentry, now_s)
@@ -652,10 +664,67 @@ class IdentityRegistry:
                 if o.embedding is not None and o.quality >= cfg.gallery_min_quality and k not in occluded:
                     self.gallery.add(t.gid, o.embedding, o.quality, now_s)
                     ident.appearance.add(o.embedding)
+                    if cfg.swaps is not None:
+                        ident.recent.append(np.asarray(o.embedding, np.float64))
+                        while len(ident.recent) > cfg.swaps.recent:
+                            ident.recent.popleft()
                     ident.by_camera.setdefault(o.camera_id, AppearanceMean()).add(o.embedding)
                     if ident.early.count < EARLY_SAMPLES:
                         ident.early.add(o.embedding)
                         ident.early_s = now_s
+
+    # -- people who crossed ----------------------------------------------------------------------
+    def _undo_swaps(self, cfg: SwapConfig, groups: list[_Group], now_s: float) -> None:
+        """Two identities that came close and now each follow someone who looks like the other swap back
+        (`crossings`): their tracks, recent looks and positions change hands."""
+        here = [(g.target, xy) for g in groups if g.target in self._identities and (xy := g.xy) is not None]
+        for (a, pa), (b, pb) in itertools.combinations(here, 2):
+            if a != b and math.dist(pa, pb) <= cfg.near_m:
+                self._identities[a].near[b] = self._identities[b].near[a] = now_s
+        looks: dict[int, Looks] = {}
+        for gid, _ in here:
+            ident = self._identities[gid]
+            total = ident.appearance.total
+            if ident.near and len(ident.recent) == cfg.recent and ident.appearance.count >= 2 * cfg.recent:
+                assert total is not None
+                recent = np.sum(ident.recent, axis=0)
+                r, settled = _unit_of(recent), _unit_of(total - recent)
+                if r is not None and settled is not None:
+                    looks[gid] = Looks(r, settled)
+        gains = {
+            (a, b): swap_gain(looks[a], looks[b], self.appearance_evidence.log_odds)
+            for a in looks
+            for b, t in self._identities[a].near.items()
+            if a < b and b in looks and now_s - t <= cfg.window_s
+        }
+        for a, b in pick_swaps(gains, cfg.log_odds):
+            self._swap(a, b, now_s, gains[(a, b)])
+        for ident in self._identities.values():
+            ident.near = {g: t for g, t in ident.near.items() if now_s - t <= cfg.window_s}
+
+    def _swap(self, a: int, b: int, now_s: float, score: float) -> None:
+        """Identities ``a`` and ``b`` exchange their tracks (a `MOVED` event each, with the swap's log-odds) and
+        what those tracks brought since the crossing: recent looks, position and trail."""
+        ia, ib = self._identities[a], self._identities[b]
+        ta, tb = list(ia.tracks), list(ib.tracks)
+        for key in ta:
+            self._bind(key, b, now_s)
+        for key in tb:
+            self._bind(key, a, now_s)
+        for key, old, new in [(k, a, b) for k in ta] + [(k, b, a) for k in tb]:
+            self.events.emit(IdentityEvent(IdentityEventKind.MOVED, new, now_s, key[0], key[1], merged_id=old,
+                                           score=score))
+        ra, rb = np.sum(ia.recent, axis=0), np.sum(ib.recent, axis=0)
+        assert ia.appearance.total is not None and ib.appearance.total is not None
+        ia.appearance.total = ia.appearance.total - ra + rb
+        ib.appearance.total = ib.appearance.total - rb + ra
+        ia.recent, ib.recent = ib.recent, ia.recent
+        ia.xy, ib.xy = ib.xy, ia.xy
+        ia.xy_s, ib.xy_s = ib.xy_s, ia.xy_s
+        ia.trail, ib.trail = ib.trail, ia.trail
+        ia.near.pop(b, None)
+        ib.near.pop(a, None)
+        self.swaps_undone += 1
 
     # -- people who come back -------------------------------------------------------------------
     def _calibrate(self, groups: list[_Group]) -> None:
