@@ -37,7 +37,8 @@ class IdentityEvent:
     merged_id: int | None = None
     """MERGED: the id that ceased to exist. MOVED: the identity the track left."""
     score: float | None = None
-    """MATCHED: the assignment score that decided it."""
+    """MATCHED: the assignment score that decided it. MERGED by re-entry linking: the link's log-odds. MOVED when
+    two people who crossed got their identities back (`crossings`): the swap's log-odds."""
 
     def to_message(self) -> dict[str, Any]:
         """JSON body of an ``identity_event`` WebSocket message (without the task fields)."""
