@@ -185,8 +185,8 @@ class _Identity:
     first_xy_s: float = 0.0
     trail: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=64))
     """``(t, x, y)`` of the last `TRAIL_S` seconds."""
-    recent: deque[np.ndarray] = field(default_factory=deque)
-    """The latest looks (``SwapConfig.recent``), weighed apart from the settled rest after a crossing."""
+    recent: deque[np.ndarray] = field(default_factory=lambda: deque(maxlen=0))
+    """The latest looks (``SwapConfig.recent`` of them), weighed apart from the settled rest after a crossing."""
     near: dict[int, float] = field(default_factory=dict)
     """Identities that came within ``SwapConfig.near_m`` of this one, and when last."""
     by_camera: dict[str, AppearanceMean] = field(default_factory=dict)
@@ -628,7 +628,10 @@ class IdentityRegistry:
     def _create(self, now_s: float, first: Observation | None) -> int:
         gid = next(self._next_gid)
         window = self.config.reentry.window_s if self.config.reentry is not None else None
-        self._identities[gid] = _Identity(gid, now_s, now_s, tentative_until=None if window is None else now_s + window)
+        recent: deque[np.ndarray] = deque(maxlen=self.config.swaps.recent if self.config.swaps is not None else 0)
+        self._identities[gid] = _Identity(
+            gid, now_s, now_s, tentative_until=None if window is None else now_s + window, recent=recent
+        )
         self.total_identities += 1
         cam, track = (first.camera_id, first.track_id) if first is not None else (None, None)
         self.events.emit(IdentityEvent(IdentityEventKind.CREATED, gid, now_s, cam, track))
@@ -666,8 +669,6 @@ class IdentityRegistry:
                     ident.appearance.add(o.embedding)
                     if cfg.swaps is not None:
                         ident.recent.append(np.asarray(o.embedding, np.float64))
-                        while len(ident.recent) > cfg.swaps.recent:
-                            ident.recent.popleft()
                     ident.by_camera.setdefault(o.camera_id, AppearanceMean()).add(o.embedding)
                     if ident.early.count < EARLY_SAMPLES:
                         ident.early.add(o.embedding)
@@ -678,6 +679,8 @@ class IdentityRegistry:
         """Two identities that came close and now each follow someone who looks like the other swap back
         (`crossings`): their tracks, recent looks and positions change hands."""
         here = [(g.target, xy) for g in groups if g.target in self._identities and (xy := g.xy) is not None]
+        for ident in self._identities.values():
+            ident.near = {g: t for g, t in ident.near.items() if now_s - t <= cfg.window_s}
         for (a, pa), (b, pb) in itertools.combinations(here, 2):
             if a != b and math.dist(pa, pb) <= cfg.near_m:
                 self._identities[a].near[b] = self._identities[b].near[a] = now_s
@@ -694,13 +697,11 @@ class IdentityRegistry:
         gains = {
             (a, b): swap_gain(looks[a], looks[b], self.appearance_evidence.log_odds)
             for a in looks
-            for b, t in self._identities[a].near.items()
-            if a < b and b in looks and now_s - t <= cfg.window_s
+            for b in self._identities[a].near
+            if a < b and b in looks
         }
         for a, b in pick_swaps(gains, cfg.log_odds):
             self._swap(a, b, now_s, gains[(a, b)])
-        for ident in self._identities.values():
-            ident.near = {g: t for g, t in ident.near.items() if now_s - t <= cfg.window_s}
 
     def _swap(self, a: int, b: int, now_s: float, score: float) -> None:
         """Identities ``a`` and ``b`` exchange their tracks (a `MOVED` event each, with the swap's log-odds) and
