@@ -43,9 +43,10 @@ Walker = tuple[np.ndarray, tuple[float, float], tuple[float, float]]
 
 
 def walk(reg: IdentityRegistry, people: dict[int, Walker], t0: float, seconds: float, track_base: int,
-         since: dict[int, float] | None = None) -> dict[int, set[int]]:
+         since: dict[int, float] | None = None, trace: list[dict[int, int]] | None = None) -> dict[int, set[int]]:
     """People (key → look, xy at time ``since[key]`` (default 0), velocity) walking in camera c1, each on a track
-    ``track_base + key``, from ``t0`` for ``seconds``; the global ids each person got."""
+    ``track_base + key``, from ``t0`` for ``seconds``; the global ids each person got (frame by frame in
+    ``trace``)."""
     ids: dict[int, set[int]] = {k: set() for k in people}
     steps = round(seconds / DT)
     for i in range(steps):
@@ -56,8 +57,11 @@ def walk(reg: IdentityRegistry, people: dict[int, Walker], t0: float, seconds: f
             look, (x, y), (vx, vy) = people[k]
             dt = t - (since or {}).get(k, 0.0)
             observations.append(Observation("c1", track_base + k, seen(look), (x + vx * dt, y + vy * dt)))
-        for k, gid in zip(keys, reg.assign(observations, t), strict=True):
+        gids = reg.assign(observations, t)
+        for k, gid in zip(keys, gids, strict=True):
             ids[k].add(gid)
+        if trace is not None:
+            trace.append(dict(zip(keys, gids, strict=True)))
     return ids
 
 
@@ -66,10 +70,12 @@ def crowd(n: int, seed: int = 0) -> dict[int, Walker]:
     return {k: (person_look(seed + k), (3.0 * k, 0.0), (0.0, 0.5)) for k in range(n)}
 
 
-def leave_and_return(reg: IdentityRegistry, gap_s: float, back: Walker) -> tuple[int, set[int], dict[int, set[int]]]:
+def leave_and_return(
+    reg: IdentityRegistry, gap_s: float, back: Walker, trace: list[dict[int, int]] | None = None
+) -> tuple[int, set[int], dict[int, set[int]]]:
     """Eight people walk for 8 s; person 2 (walking east along y = 40) leaves every view for ``gap_s`` while the
-    others walk on, then ``back`` enters on a new track. Returns person 2's old id, the ids ``back`` got and
-    the ids of everybody else afterwards."""
+    others walk on, then ``back`` enters on a new track (key 12 in ``trace``). Returns person 2's old id, the ids
+    ``back`` got and the ids of everybody else afterwards."""
     people = crowd(8)
     people[2] = (people[2][0], (-4.0, 40.0), (1.0, 0.0))
     before = walk(reg, people, 0.0, 8.0, track_base=0)
@@ -77,7 +83,7 @@ def leave_and_return(reg: IdentityRegistry, gap_s: float, back: Walker) -> tuple
     rest = {k: v for k, v in people.items() if k != 2}
     walk(reg, rest, 8.0, gap_s, track_base=0)
     t_back = 8.0 + gap_s
-    after = walk(reg, rest | {12: back}, t_back, 6.0, track_base=0, since={12: t_back})  # on a new track, 12
+    after = walk(reg, rest | {12: back}, t_back, 6.0, track_base=0, since={12: t_back}, trace=trace)  # new track 12
     return next(iter(before[2])), after[12], {k: after[k] for k in rest}
 
 
@@ -106,6 +112,22 @@ def test_a_person_who_comes_back_after_a_long_absence_is_linked_by_looks() -> No
     assert old in ids
     assert reg.appearance_evidence.calibrated
     assert reg.reentries == 1
+
+
+@pytest.mark.parametrize("newcomer_looks", [1, 3])
+def test_a_returner_s_own_id_is_shown_only_until_their_looks_count(newcomer_looks: int) -> None:
+    """Back after 12 s, where position says little: the link waits for the newcomer's looks. By default one look
+    counts, so the returner is linked in the frame they appear (no id flashes for a few frames before it is
+    merged); asking for three shows the tentative id until the third."""
+    cfg = ReIdConfig(reentry=ReentryConfig(window_s=6.0, min_samples=3, newcomer_min_samples=newcomer_looks),
+                     lost_after_s=2.0, match_threshold=0.999)
+    reg = IdentityRegistry(DIM, cfg)
+    trace: list[dict[int, int]] = []
+    old, ids, _ = leave_and_return(reg, 12.0, (person_look(2), (15.0, 41.0), (1.0, 0.0)), trace)
+    assert old in ids and reg.reentries == 1
+    shown_apart = sum(1 for frame in trace if frame[12] != old)
+    assert shown_apart == newcomer_looks - 1, [frame[12] for frame in trace[:5]]
+    assert ReentryConfig().newcomer_min_samples == 1
 
 
 def test_a_new_person_is_not_forced_onto_an_old_id() -> None:

@@ -62,7 +62,11 @@ class ReentryConfig:
     birth_radius_m: float = 2.0
     """Neighbourhood over which the density of where people appear is counted (0: uniform background)."""
     min_samples: int = 3
-    """Appearance samples a side needs before its looks are compared."""
+    """Appearance samples a gone identity needs before its looks are compared (its mean is what a newcomer meets)."""
+    newcomer_min_samples: int = 1
+    """Samples a newcomer needs before its looks count: one crop against the gone person's mean already decides
+    most links (three used to be waited for, and the newcomer's own id went out for those frames; on the re-entry
+    sets that wait made 1 … 6 more ids and no link more right: docs/accuracy.md)."""
     min_pairs: int = 8
     """Pairs each calibration distribution needs before appearance counts."""
     max_pairs: int = 2000
@@ -70,7 +74,8 @@ class ReentryConfig:
     """Most log-odds appearance may add or remove."""
 
     def __post_init__(self) -> None:
-        if self.window_s <= 0 or self.max_gap_s <= 0 or self.min_samples < 1 or self.min_pairs < 2:
+        if self.window_s <= 0 or self.max_gap_s <= 0 or min(self.min_samples, self.newcomer_min_samples) < 1 \
+                or self.min_pairs < 2:
             raise ValueError("reentry window, gap, samples and pair counts must be positive")
         if self.position_sigma_m <= 0 or self.walk_noise_m2ps3 < 0 or self.scene_area_m2 <= 0 or self.margin < 0:
             raise ValueError("reentry sigma and scene area must be > 0, walk noise and margin >= 0")

@@ -776,7 +776,11 @@ class IdentityRegistry:
         score = self.motion_evidence.log_odds(g.exit, n.first_xy, n.first_xy_s, background)
         if score is None:
             return None
-        if g.looks is not None and n.appearance.count >= cfg.min_samples and (b := n.appearance.unit()) is not None:
+        if (
+            g.looks is not None
+            and n.appearance.count >= cfg.newcomer_min_samples
+            and (b := n.appearance.unit()) is not None
+        ):
             score += self.appearance_evidence.log_odds(float(g.looks @ b))  # 0 until calibrated
         return score
 
