@@ -62,11 +62,12 @@ class ReentryConfig:
     birth_radius_m: float = 2.0
     """Neighbourhood over which the density of where people appear is counted (0: uniform background)."""
     min_samples: int = 3
-    """Appearance samples a gone identity needs before its looks are compared (its mean is what a newcomer meets)."""
+    """Appearance samples an identity's mean needs before it is compared: a gone person's (what a newcomer meets)
+    and each mean in the scene's calibration pairs."""
     newcomer_min_samples: int = 1
-    """Samples a newcomer needs before its looks count: one crop against the gone person's mean already decides
-    most links (three used to be waited for, and the newcomer's own id went out for those frames; on the re-entry
-    sets that wait made 1 … 6 more ids and no link more right: docs/accuracy.md)."""
+    """Samples a newcomer needs before its looks count. One: its first crop meets the gone person's mean, so a
+    returner is linked in the frame they appear; waiting for three showed the newcomer's own id meanwhile (an id
+    flashed for two frames, counted as one more person; replays: docs/accuracy.md)."""
     min_pairs: int = 8
     """Pairs each calibration distribution needs before appearance counts."""
     max_pairs: int = 2000
@@ -74,8 +75,8 @@ class ReentryConfig:
     """Most log-odds appearance may add or remove."""
 
     def __post_init__(self) -> None:
-        if self.window_s <= 0 or self.max_gap_s <= 0 or min(self.min_samples, self.newcomer_min_samples) < 1 \
-                or self.min_pairs < 2:
+        samples = min(self.min_samples, self.newcomer_min_samples)
+        if self.window_s <= 0 or self.max_gap_s <= 0 or samples < 1 or self.min_pairs < 2:
             raise ValueError("reentry window, gap, samples and pair counts must be positive")
         if self.position_sigma_m <= 0 or self.walk_noise_m2ps3 < 0 or self.scene_area_m2 <= 0 or self.margin < 0:
             raise ValueError("reentry sigma and scene area must be > 0, walk noise and margin >= 0")
