@@ -128,6 +128,18 @@ def test_a_returner_s_own_id_is_shown_only_until_their_looks_count(newcomer_look
     shown_apart = sum(1 for frame in trace if frame[12] != old)
     assert shown_apart == newcomer_looks - 1, [frame[12] for frame in trace[:5]]
     assert ReentryConfig().newcomer_min_samples == 1
+    events = reg.events.recent()
+    came_back = [e for e in events if e.track_id == 12 and e.score is not None]
+    if newcomer_looks == 1:
+        # never shown under an id of its own: the person came back (matched), nothing created and merged away
+        assert [(e.kind, e.global_id) for e in came_back] == [(IdentityEventKind.MATCHED, old)]
+        assert not [e for e in events if e.kind is IdentityEventKind.MERGED]
+        shown = {gid for frame in trace for gid in frame.values()}
+        assert {e.global_id for e in events if e.kind is IdentityEventKind.CREATED} <= shown | {old}
+        assert reg.total_identities == len(shown)
+    else:
+        merged = [e for e in events if e.kind is IdentityEventKind.MERGED]
+        assert [(e.global_id, e.score is not None) for e in merged] == [(old, True)]
 
 
 def test_a_new_person_is_not_forced_onto_an_old_id() -> None:

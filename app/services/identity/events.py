@@ -37,8 +37,8 @@ class IdentityEvent:
     merged_id: int | None = None
     """MERGED: the id that ceased to exist. MOVED: the identity the track left."""
     score: float | None = None
-    """MATCHED: the assignment score that decided it. MERGED by re-entry linking: the link's log-odds. MOVED when
-    two people who crossed got their identities back (`crossings`): the swap's log-odds."""
+    """The log-odds that decided it: MATCHED or MERGED by re-entry linking (matched when the link was made in the
+    frame the track appeared), MOVED when two people who crossed got their identities back (`crossings`)."""
 
     def to_message(self) -> dict[str, Any]:
         """JSON body of an ``identity_event`` WebSocket message (without the task fields)."""
@@ -67,6 +67,18 @@ class IdentityEventLog:
         self._recent.append(event)
         self._pending.append(event)
         self.counts[event.kind.value] = self.counts.get(event.kind.value, 0) + 1
+
+    def retract(self, kind: IdentityEventKind, global_id: int) -> bool:
+        """Withdraw the newest not-yet-drained event of ``kind`` about ``global_id`` (something decided later in the
+        same frame made it untrue before anyone was told); False when there is none left to withdraw."""
+        for event in reversed(self._pending):
+            if event.kind is kind and event.global_id == global_id:
+                self._pending.remove(event)
+                if event in self._recent:
+                    self._recent.remove(event)
+                self.counts[kind.value] -= 1
+                return True
+        return False
 
     def drain(self) -> list[IdentityEvent]:
         """Events emitted since the last drain, oldest first (at most `capacity`)."""

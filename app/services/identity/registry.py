@@ -608,8 +608,11 @@ class IdentityRegistry:
                 if holder is not None and holder != k:
                     self._move(k, g.target if g.target not in (None, t.gid) else self._create(now_s, None), now_s)
 
-    def _merge(self, source: int, into: int, now_s: float, score: float | None = None) -> None:
-        """`source` lost its last track to `into`: they were one person."""
+    def _merge(
+        self, source: int, into: int, now_s: float, score: float | None = None, announce: bool = True
+    ) -> None:
+        """`source` lost its last track to `into`: they were one person (a `merged` event unless ``announce`` is
+        off: nobody was ever shown ``source``)."""
         src = self._identities.pop(source)
         dst = self._identities[into]
         dst.created_s = min(dst.created_s, src.created_s)
@@ -622,7 +625,8 @@ class IdentityRegistry:
         if src.xy is not None and src.xy_s >= dst.xy_s:
             dst.xy, dst.xy_s = src.xy, src.xy_s
         self.gallery.merge(source, into)
-        self.events.emit(IdentityEvent(IdentityEventKind.MERGED, into, now_s, merged_id=source, score=score))
+        if announce:
+            self.events.emit(IdentityEvent(IdentityEventKind.MERGED, into, now_s, merged_id=source, score=score))
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def _create(self, now_s: float, first: Observation | None) -> int:
@@ -808,9 +812,19 @@ class IdentityRegistry:
                     scores[(n.gid, g.gid)] = s
         for link in assign_links(scores, cfg):
             ident = self._identities[link.tentative]
-            for key in list(ident.tracks):
+            keys = sorted(ident.tracks)
+            for key in keys:
                 self._bind(key, link.candidate, now_s)
-            self._merge(ident.gid, link.candidate, now_s, link.score)
+            # Linked in the frame it appeared: its id was never shown, so the person simply came back (a `matched`
+            # event per track) rather than being created and merged away within one frame.
+            unseen = ident.created_s == now_s and self.events.retract(IdentityEventKind.CREATED, ident.gid)
+            self._merge(ident.gid, link.candidate, now_s, link.score, announce=not unseen)
+            if unseen:
+                self.total_identities -= 1  # its number is not handed out again: others' records may name it
+                for cam, track in keys:
+                    self.events.emit(
+                        IdentityEvent(IdentityEventKind.MATCHED, link.candidate, now_s, cam, track, score=link.score)
+                    )
             self.reentries += 1
 
     def _prune(self, now_s: float) -> None:
