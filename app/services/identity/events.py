@@ -7,6 +7,7 @@ from every camera). The log is bounded so a long task cannot grow memory; a late
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -74,7 +75,7 @@ class IdentityEventLog:
         for event in reversed(self._pending):
             if event.kind is kind and event.global_id == global_id:
                 self._pending.remove(event)
-                if event in self._recent:
+                with contextlib.suppress(ValueError):  # the bounded recent log may have let it go already
                     self._recent.remove(event)
                 self.counts[kind.value] -= 1
                 return True
