@@ -128,6 +128,13 @@ class Settings(BaseSettings):
     CPU with onnxruntime (1.6× faster; identity within a point, but fewer re-entries kept; docs/performance.md)."""
     embedder_colour_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.7
     """``fused``: share of the part-colour descriptor in the cosine (the rest is EfficientNet-Lite0)."""
+    crop_photometry: Literal["levels", "none"] = "levels"
+    """What the identity descriptors (compared across cameras) see of each camera's colours: ``levels``, each
+    colour channel stretched between the camera's own darkest and brightest values (undoes per-camera white
+    balance, contrast and exposure; the trackers' crops, detection and the streamed frames are untouched);
+    ``none``: crops as recorded (docs/accuracy.md)."""
+    crop_levels_clip_pct: Annotated[float, Field(ge=0.0, lt=50.0)] = 0.5
+    """``levels``: share of each channel's pixels (per cent, at either end) clipped to black or white."""
     clip_model: str = "ViT-B-16"
     """open_clip architecture of the ``clip`` embedder."""
     clip_pretrained: str = "openai"

@@ -1,9 +1,9 @@
 """Record the identity layer's inputs once, replay only the identity layer many times.
 
 `record` runs the full pipeline (`run_pipeline`) and logs every track of every frame with the descriptors of
-its crop from each embedder asked for; `replay` feeds the log through a fresh `IdentityRegistry` the way
-`FrameProcessor` does (a track is described when `describe_now` says so) and returns the same `PipelineOutput` a
-full run gives, so `score` reports on it unchanged.
+its crop (through the pipeline's crop photometry) from each embedder asked for; `replay` feeds the log through a
+fresh `IdentityRegistry` the way `FrameProcessor` does (a track is described when `describe_now` says so) and
+returns the same `PipelineOutput` a full run gives, so `score` reports on it unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from app.services.frame_processor import crop_boxes, describe_now
 from app.services.homography import HomographyService
 
 if TYPE_CHECKING:
-    from app.services.frame_processor import FrameResult
+    from app.services.frame_processor import FrameProcessor, FrameResult
     from app.services.video_data_manager import GlobalFrame
 
 
@@ -43,7 +43,7 @@ def record(
     models = _embedders(embedders, settings)
     log = ObservationLog(dataset.env.id, list(embedders))
 
-    def on_result(gf: GlobalFrame, result: FrameResult) -> None:
+    def on_result(gf: GlobalFrame, result: FrameResult, processor: FrameProcessor) -> None:
         tracks: list[LoggedTrack] = []
         for cam in result.cameras:
             logged = [
@@ -52,6 +52,7 @@ def record(
             ]
             boxes = np.array([t.bbox_xyxy for t in cam.tracks], np.float64).reshape(-1, 4)
             crops, kept = crop_boxes(cam.image, boxes)
+            crops = processor.photometry.normalise(cam.camera_id, crops)  # as the pipeline's descriptors see them
             for name, model in models.items():
                 if crops:
                     for i, v in zip(kept, model.embed(crops), strict=True):

@@ -41,7 +41,7 @@ from app.evaluation.mot_metrics import (
 from app.services.environments import EnvironmentSpec, load_environment
 
 if TYPE_CHECKING:
-    from app.services.frame_processor import FrameResult
+    from app.services.frame_processor import FrameProcessor, FrameResult
     from app.services.video_data_manager import GlobalFrame
 
 log = logging.getLogger(__name__)
@@ -154,11 +154,13 @@ def run_pipeline(
     settings: Settings,
     max_frames: int | None = None,
     on_frame: Callable[[int], None] | None = None,
-    on_result: Callable[[GlobalFrame, FrameResult], None] | None = None,
+    on_result: Callable[[GlobalFrame, FrameResult, FrameProcessor], None] | None = None,
 ) -> PipelineOutput:
     """Every global frame of the dataset through `FrameProcessor`, in order, unpaced (``on_result`` sees each
-    frame with what the models made of it, e.g. to record the identity layer's inputs)."""
+    frame with what the models made of it and the processor that made it, e.g. to record the identity layer's
+    inputs as that processor would describe them)."""
     from app.models.registry import build_detector, build_embedder, build_tracker_embedder
+    from app.services.crop_photometry import build_crop_photometry
     from app.services.detection_regions import RegionPlanner
     from app.services.frame_processor import FrameProcessor
     from app.services.homography import HomographyService
@@ -184,6 +186,7 @@ def run_pipeline(
         motion_gate=MotionGate.from_settings(settings),
         regions=RegionPlanner.from_settings(settings),
         tracker_embedder=build_tracker_embedder(settings),
+        photometry=build_crop_photometry(settings.crop_photometry, settings.crop_levels_clip_pct),
     )
     collect = OutputCollector(list(env.cameras), dataset.first_frame)
     sources = VideoDataManagerService(settings).open(list(env.cameras.values()))
@@ -198,7 +201,7 @@ def run_pipeline(
                 break
             result = processor.process(gf)
             if on_result is not None:
-                on_result(gf, result)
+                on_result(gf, result, processor)
             for cam in result.cameras:
                 for t in cam.tracks:
                     collect.box(cam.camera_id, cam.frame_index, t.global_id, t.track_id, t.bbox_xyxy)

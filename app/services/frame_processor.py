@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from app.models.base import AppearanceEmbedder, Detections, ImageBGR, PersonDetector, RegionDetector
+from app.services.crop_photometry import AsRecorded, CropPhotometry
 from app.services.detection_regions import RegionPlanner
 from app.services.frame_encoder import FrameEncoder
 from app.services.homography import HomographyService
@@ -125,6 +126,7 @@ class FrameProcessor:
         motion_gate: MotionGate | None = None,
         tracker_embedder: AppearanceEmbedder | None = None,
         regions: RegionPlanner | None = None,
+        photometry: CropPhotometry | None = None,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
@@ -147,6 +149,9 @@ class FrameProcessor:
         not yet completed: a checkpoint taken while the next frame is detected ahead must not carry that frame's
         detection, or the resumed task would plan its detection from what it already saw."""
         self._lock = threading.Lock()
+        self.photometry: CropPhotometry = photometry if photometry is not None else AsRecorded()
+        """What the descriptors see of each camera's colours (`crop_photometry`): learnt from every frame, applied
+        to every crop that is described."""
 
     def export_state(self) -> bytes:
         """Everything this processor learnt (camera trackers, identity registry): a checkpoint's payload, so a
@@ -157,7 +162,7 @@ class FrameProcessor:
         gate, last, regions = (
             pickle.loads(before) if before is not None else (self.motion_gate, self._last_detections, self.regions)
         )
-        state = (self.trackers, self.identities, self._described, gate, last, regions)
+        state = (self.trackers, self.identities, self._described, gate, last, regions, self.photometry)
         return zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 1)
 
     def restore_state(self, blob: bytes) -> None:
@@ -171,6 +176,8 @@ class FrameProcessor:
         self.motion_gate, self._last_detections = gate, last
         if len(state) > 5 and self.regions is not None and state[5] is not None:
             self.regions = state[5]  # where the detector looks next: a resumed task sees what it would have seen
+        if len(state) > 6:
+            self.photometry = state[6]  # the cameras' levels: a resumed task describes people as before
 
     def process(self, gf: GlobalFrame) -> FrameResult:
         return self.complete(gf, self.detect(gf))
@@ -195,6 +202,8 @@ class FrameProcessor:
         ms: dict[str, float] = {"detect": detected.ms}
         cams, detections = detected.cameras, detected.detections
         images = [gf.frames[c].image for c in cams]
+        for cid, image in zip(cams, images, strict=True):
+            self.photometry.observe(cid, image, gf.timestamp_s)
 
         # A tracker that uses appearance needs every detection described before it runs (with the cheap
         # tracker embedder when there is one); the identity registry's vectors are made after tracking, only
@@ -202,7 +211,8 @@ class FrameProcessor:
         t = time.perf_counter()
         appearance = any(self.trackers[c].uses_appearance for c in cams)
         det_emb: list[np.ndarray | None] = (
-            list(self._embed(images, detections, self.tracker_embedder or self.embedder))
+            list(self._embed(cams, images, detections, self.tracker_embedder or self.embedder,
+                             levelled=self.tracker_embedder is None))
             if appearance
             else [None] * len(cams)
         )
@@ -221,7 +231,7 @@ class FrameProcessor:
 
         t = time.perf_counter()
         wanted = self._tracks_to_describe(gf.index, per_cam, detections)
-        vectors = self._embed_wanted(images, detections, reusable, wanted)
+        vectors = self._embed_wanted(cams, images, detections, reusable, wanted)
         ms["embed"] += _lap(t)
 
         t = time.perf_counter()
@@ -303,6 +313,7 @@ class FrameProcessor:
 
     def _embed_wanted(
         self,
+        cams: list[str],
         images: list[ImageBGR],
         detections: list[Detections],
         det_emb: list[np.ndarray | None],
@@ -320,7 +331,7 @@ class FrameProcessor:
                 continue
             c, kept = crop_boxes(images[ci], detections[ci].boxes[di : di + 1])
             if kept:
-                crops.append(c[0])
+                crops.extend(self.photometry.normalise(cams[ci], c))
                 todo.append((ci, tid))
         if crops:
             for key, v in zip(todo, self.embedder.embed(crops), strict=True):
@@ -328,14 +339,21 @@ class FrameProcessor:
         return out
 
     def _embed(
-        self, images: list[ImageBGR], detections: list[Detections], embedder: AppearanceEmbedder
+        self,
+        cams: list[str],
+        images: list[ImageBGR],
+        detections: list[Detections],
+        embedder: AppearanceEmbedder,
+        levelled: bool,
     ) -> list[np.ndarray]:
-        """One embedder call for every crop of every camera; rows of zeros for boxes too small to crop."""
+        """One embedder call for every crop of every camera; rows of zeros for boxes too small to crop. Crops go
+        through the crop photometry when ``levelled`` (vectors compared across cameras); a camera tracker's own
+        vectors are compared within its camera, where its rendering is the same for everyone."""
         all_crops: list[ImageBGR] = []
         slots: list[tuple[int, int]] = []
-        for ci, (image, det) in enumerate(zip(images, detections, strict=True)):
+        for ci, (cid, image, det) in enumerate(zip(cams, images, detections, strict=True)):
             crops, kept = crop_boxes(image, det.boxes)
-            all_crops.extend(crops)
+            all_crops.extend(self.photometry.normalise(cid, crops) if levelled else crops)
             slots.extend((ci, j) for j in kept)
         dim = embedder.dim
         out = [np.zeros((len(d), dim), np.float32) for d in detections]
