@@ -204,8 +204,9 @@ class Settings(BaseSettings):
     reid_reentry_max_gap_s: Annotated[float, Field(gt=0)] = 60.0
     """Longest time out of every view a link may bridge (identities are forgotten after
     ``reid_identity_ttl_s`` anyway)."""
-    reid_reentry_link_log_odds: float = 2.5
-    """Evidence a link needs: log-likelihood ratio of position-after-the-gap plus looks (2.5 ≈ 12 : 1)."""
+    reid_reentry_link_log_odds: float = 2.0
+    """Evidence a link needs: log-likelihood ratio of position-after-the-gap plus looks (2.0 ≈ 7 : 1; 2.5 before
+    each camera's colours were levelled, when looks said less; docs/accuracy.md)."""
     reid_reentry_margin: Annotated[float, Field(ge=0.0)] = 1.0
     """A link must lead the runner-up on either side by this many log-odds."""
     reid_swap_log_odds: float = 6.0

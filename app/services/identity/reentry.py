@@ -44,8 +44,9 @@ class ReentryConfig:
     """How long after appearing a new identity may still be linked to an earlier one."""
     max_gap_s: float = 60.0
     """Longest time out of every view that a link may bridge."""
-    link_log_odds: float = 2.5
-    """Total evidence (natural-log likelihood ratio) a link needs: about 12 : 1 for "the same person"."""
+    link_log_odds: float = 2.0
+    """Total evidence (natural-log likelihood ratio) a link needs: about 7 : 1 for "the same person" (with levelled
+    crops looks separate people better, so less is needed; docs/accuracy.md)."""
     margin: float = 1.0
     """Lead in log-odds over the runner-up on either side (no choice between near-equals)."""
     position_sigma_m: float = 0.7
