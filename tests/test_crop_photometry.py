@@ -182,3 +182,19 @@ def test_the_pipeline_describes_levelled_crops_and_streams_the_frames_untouched(
     assert all(found(k, levelled) for k in keeping.crops)
     assert not any(found(k, raw) for k in keeping.crops)
     assert tracker_keeping.crops and all(found(k, raw) for k in tracker_keeping.crops)
+
+    # a task resumed from a checkpoint describes people with the levels it had learnt, not from scratch
+    resumed = FrameProcessor(
+        detector=processor.detector,
+        embedder=keeping,  # type: ignore[arg-type]
+        trackers={cid: factory.create(cid, 7.0) for cid in env.cameras},
+        homography=HomographyService(env),
+        identities=IdentityRegistry.from_settings(s, keeping.dim, env),
+        photometry=build_crop_photometry("levels"),
+    )
+    crop = raw[0]
+    cid = cams[0]
+    assert resumed.photometry.normalise(cid, [crop])[0] is crop  # nothing learnt yet
+    resumed.restore_state(processor.export_state())
+    assert np.array_equal(resumed.photometry.normalise(cid, [crop])[0], processor.photometry.normalise(cid, [crop])[0])
+    assert not np.array_equal(resumed.photometry.normalise(cid, [crop])[0], crop)

@@ -150,8 +150,8 @@ class FrameProcessor:
         detection, or the resumed task would plan its detection from what it already saw."""
         self._lock = threading.Lock()
         self.photometry: CropPhotometry = photometry if photometry is not None else AsRecorded()
-        """What the descriptors see of each camera's colours (`crop_photometry`): learnt from every frame, applied
-        to every crop that is described."""
+        """What the identity descriptors see of each camera's colours (`crop_photometry`): learnt from every
+        frame, applied to the identity embedder's crops (a tracker's own vectors stay within one camera)."""
 
     def export_state(self) -> bytes:
         """Everything this processor learnt (camera trackers, identity registry): a checkpoint's payload, so a
