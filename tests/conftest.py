@@ -2,11 +2,31 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def read_frames(video: Path, numbers: Iterable[int]) -> list[np.ndarray]:
+    """The frames with these 1-based numbers (as in MOT files) of a video, in that order; a frame the file does
+    not have fails the test."""
+    wanted = sorted(set(numbers))
+    cap = cv2.VideoCapture(str(video))
+    frames: dict[int, np.ndarray] = {}
+    try:
+        for number in range(1, wanted[-1] + 1):
+            ok, frame = cap.read()
+            assert ok, f"{video}: cannot read frame {number}"
+            if number in wanted:
+                frames[number] = frame
+    finally:
+        cap.release()
+    return [frames[n] for n in numbers]
 
 
 def shared(*parts: str) -> Path:

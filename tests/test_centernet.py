@@ -19,7 +19,7 @@ from app.evaluation.detector_eval import _as_coco, _coco_ground_truth, score_det
 from app.models.base import Detections, PersonDetector
 from app.models.centernet import DEFAULT_MODEL_PATH, INPUT_SIZE, STRIDE, CenterNetDetector
 from app.models.tiling import plan_tiles, tile_count
-from tests.conftest import shared
+from tests.conftest import read_frames, shared
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLED_FRAMES = list(range(1, 401, 20))  # 20 frames spread over the annotated 1..400
@@ -36,15 +36,7 @@ def detector() -> CenterNetDetector:
 def pets() -> tuple[list[np.ndarray], np.ndarray]:
     """The sampled PETS frames (1-based numbers as in the MOT file) and the ground-truth rows."""
     root = shared("pets2009-s2l1")
-    cap = cv2.VideoCapture(str(root / "vtest.avi"))
-    frames: list[np.ndarray] = []
-    for number in range(1, SAMPLED_FRAMES[-1] + 1):
-        ok, frame = cap.read()
-        assert ok, f"cannot read frame {number}"
-        if number in SAMPLED_FRAMES:
-            frames.append(frame)
-    cap.release()
-    return frames, np.loadtxt(root / "gt/gt_c1.txt", delimiter=",", ndmin=2)
+    return read_frames(root / "vtest.avi", SAMPLED_FRAMES), np.loadtxt(root / "gt/gt_c1.txt", delimiter=",", ndmin=2)
 
 
 def test_is_a_person_detector(detector: CenterNetDetector) -> None:

@@ -13,6 +13,7 @@ from app.core.config import Settings
 from app.models.base import Detections, RegionDetector
 from app.models.nanodet import DEFAULT_MODEL_PATH, REGION_MARGIN, NanoDetDetector, region_windows
 from app.services.detection_regions import RegionPlanner
+from tests.conftest import read_frames
 
 PETS = Path(__file__).resolve().parents[1].parent / "shared/data/pets2009-s2l1"
 
@@ -22,15 +23,7 @@ def frames() -> list[np.ndarray]:
     video = PETS / "vtest.avi"
     if not video.is_file():
         pytest.skip(f"{video} missing")
-    cap = cv2.VideoCapture(str(video))
-    out = []
-    for number in range(1, 121):
-        ok, frame = cap.read()
-        assert ok, f"cannot read frame {number}"
-        if number % 30 == 0:
-            out.append(frame)
-    cap.release()
-    return out
+    return read_frames(video, range(30, 121, 30))
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pytest
 from app.core.config import Settings
 from app.models.base import Detections, PersonDetector
 from app.models.nanodet import DEFAULT_MODEL_PATH, NanoDetDetector, input_shape
+from tests.conftest import read_frames
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared/data"
 PETS = DATA / "pets2009-s2l1"
@@ -32,14 +33,7 @@ def pets() -> tuple[list[np.ndarray], np.ndarray]:
     video = PETS / "vtest.avi"
     if not video.is_file():
         pytest.skip(f"{video} missing")
-    cap = cv2.VideoCapture(str(video))
-    frames: list[np.ndarray] = []
-    for number in range(1, SAMPLED_FRAMES[-1] + 1):
-        ok, frame = cap.read()
-        assert ok, f"cannot read frame {number}"
-        if number in SAMPLED_FRAMES:
-            frames.append(frame)
-    cap.release()
+    frames = read_frames(video, SAMPLED_FRAMES)
     gt = np.loadtxt(PETS / "gt/gt_c1.txt", delimiter=",", ndmin=2)
     return frames, gt
 

@@ -211,8 +211,7 @@ class FrameProcessor:
         t = time.perf_counter()
         appearance = any(self.trackers[c].uses_appearance for c in cams)
         det_emb: list[np.ndarray | None] = (
-            list(self._embed(cams, images, detections, self.tracker_embedder or self.embedder,
-                             levelled=self.tracker_embedder is None))
+            list(self._embed(cams, images, detections, self.tracker_embedder or self.embedder))
             if appearance
             else [None] * len(cams)
         )
@@ -344,11 +343,11 @@ class FrameProcessor:
         images: list[ImageBGR],
         detections: list[Detections],
         embedder: AppearanceEmbedder,
-        levelled: bool,
     ) -> list[np.ndarray]:
-        """One embedder call for every crop of every camera; rows of zeros for boxes too small to crop. Crops go
-        through the crop photometry when ``levelled`` (vectors compared across cameras); a camera tracker's own
-        vectors are compared within its camera, where its rendering is the same for everyone."""
+        """One embedder call for every crop of every camera; rows of zeros for boxes too small to crop. The
+        identity embedder's crops go through the crop photometry (its vectors are compared across cameras); a
+        camera tracker's own vectors are compared within its camera, where its rendering is the same for everyone."""
+        levelled = embedder is self.embedder
         all_crops: list[ImageBGR] = []
         slots: list[tuple[int, int]] = []
         for ci, (cid, image, det) in enumerate(zip(cams, images, detections, strict=True)):
