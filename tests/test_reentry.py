@@ -142,6 +142,66 @@ def test_a_returner_s_own_id_is_shown_only_until_their_looks_count(newcomer_look
         assert [(e.global_id, e.score is not None) for e in merged] == [(old, True)]
 
 
+def confirming(frames: int = 3, newcomer_looks: int = 1, reentry: bool = True) -> IdentityRegistry:
+    cfg = ReIdConfig(reentry=ReentryConfig(window_s=6.0, min_samples=3, newcomer_min_samples=newcomer_looks)
+                     if reentry else None, lost_after_s=2.0, match_threshold=0.999, confirm_frames=frames)
+    return IdentityRegistry(DIM, cfg)
+
+
+def test_a_returner_recognised_within_the_confirmation_frames_never_shows_an_id_of_their_own() -> None:
+    """Three looks asked for, and a new person shown from their third frame while someone who left could be
+    them: the returner's track has no id for two frames, then the old one — nothing created, nothing merged."""
+    reg = confirming(newcomer_looks=3)
+    trace: list[dict[int, int]] = []
+    old, ids, others = leave_and_return(reg, 12.0, (person_look(2), (15.0, 41.0), (1.0, 0.0)), trace)
+    assert [frame[12] for frame in trace[:4]] == [None, None, old, old]
+    assert ids == {None, old} and all(len(v) == 1 and None not in v for v in others.values())
+    events = reg.events.recent()
+    assert [(e.kind, e.global_id, e.score is not None) for e in events if e.track_id == 12] == [
+        (IdentityEventKind.MATCHED, old, True)
+    ]
+    assert not [e for e in events if e.kind is IdentityEventKind.MERGED]
+    assert reg.total_identities == 8 == len([e for e in events if e.kind is IdentityEventKind.CREATED])
+
+
+def test_a_false_detection_that_lives_two_frames_is_never_shown() -> None:
+    """After someone has left, a box that lives two frames gets no id and no event; a newcomer who stays is shown
+    from their third frame, announced then as created by their first track, with the other camera's track as
+    matched."""
+    reg = confirming()
+    people = crowd(3)
+    walk(reg, people, 0.0, 4.0, track_base=0)
+    stay = {k: people[k] for k in (0, 1)}
+    walk(reg, stay, 4.0, 3.0, track_base=0)  # person 2 leaves every view at (6, 2)
+    reg.drain_events()
+
+    def frame(i: int, extra: list[Observation]) -> list[int | None]:
+        t = 7.0 + i * DT
+        walking = [Observation("c1", k, seen(look), (x + vx * t, y + vy * t))
+                   for k, (look, (x, y), (vx, vy)) in stay.items()]  # fmt: skip
+        return reg.assign(walking + extra, t)[2:]
+
+    ghost = [Observation("c2", 50, seen(person_look(77)), (6.0, 9.0))]  # within reach of person 2, off their walk
+    assert frame(0, ghost) == [None] and frame(1, ghost) == [None]
+    assert reg.drain_events() == [] and reg.total_identities == 3
+    newcomer = person_look(88)
+    both = [("c3", 60, (10.0, 6.0)), ("c4", 61, (10.2, 6.0))]  # two cameras see them from the start
+    shown = [frame(i, [Observation(c, k, seen(newcomer), xy) for c, k, xy in both]) for i in range(2, 6)]
+    assert shown[:2] == [[None, None]] * 2 and shown[2][0] is not None and shown[2:] == [shown[2]] * 2
+    gid = shown[2][0]
+    told = [(e.kind, e.global_id, e.camera_id, e.track_id) for e in reg.drain_events()]
+    assert told == [(IdentityEventKind.CREATED, gid, "c3", 60), (IdentityEventKind.MATCHED, gid, "c4", 61)]
+    assert reg.total_identities == 4
+
+
+@pytest.mark.parametrize("reentry", [True, False])
+def test_people_are_shown_at_once_when_nobody_they_could_be_has_left(reentry: bool) -> None:
+    reg = confirming(reentry=reentry)
+    ids = walk(reg, crowd(4), 0.0, 1.0, track_base=0)
+    assert all(len(v) == 1 and None not in v for v in ids.values())
+    assert reg.total_identities == 4
+
+
 def test_a_new_person_is_not_forced_onto_an_old_id() -> None:
     """A stranger enters exactly where person 2 would be after walking on for 5 s: position alone would link,
     but looks learnt in the scene say it is someone else — a new identity, and it stays one."""

@@ -305,17 +305,6 @@ def test_events_are_drained_once_and_the_log_is_bounded() -> None:
     assert IdentityEvent(IdentityEventKind.MERGED, 1, 0.0, merged_id=2).to_message()["merged_id"] == 2
 
 
-def test_only_an_event_not_yet_handed_out_can_be_withdrawn() -> None:
-    log = IdentityEventLog(10)
-    log.emit(IdentityEvent(IdentityEventKind.CREATED, 1, 0.0))
-    log.drain()
-    log.emit(IdentityEvent(IdentityEventKind.CREATED, 2, 0.1))
-    assert not log.retract(IdentityEventKind.CREATED, 1)  # already sent: it stands
-    assert not log.retract(IdentityEventKind.MERGED, 2)
-    assert log.retract(IdentityEventKind.CREATED, 2)
-    assert log.drain() == [] and [e.global_id for e in log.recent()] == [1] and log.counts == {"created": 1}
-
-
 def test_a_track_twice_in_one_frame_is_rejected() -> None:
     reg = IdentityRegistry(4)
     with pytest.raises(ValueError, match="twice"):

@@ -213,6 +213,12 @@ class Settings(BaseSettings):
     """Two people who came within 2 m and now each look like the other did (learnt appearance log-odds for
     "swapped" over "as they are", both identities together) get their identities back (`crossings`; ≤ 0: off;
     docs/accuracy.md)."""
+    reid_confirm_frames: Annotated[int, Field(ge=1)] = 3
+    """A new person who could still be someone who left (re-entry linking weighs a candidate) is shown (tracks
+    reported with their global id, ``created`` announced) from the frame they have been seen in this many frames,
+    unless linked before; until then their tracks are left out of ``tracking_update``: a returner recognised
+    within those frames, or a false detection living a frame or two, never shows an id of its own (1: at once;
+    docs/accuracy.md)."""
     reid_continuity_radius_m: Annotated[float, Field(ge=0.0)] = 3.0
     """Sightings by different cameras whose tracks all carry one person stay that person while their map
     positions agree within this, beyond ``reid_max_map_distance_m`` (0 or ≤ that: off); docs/accuracy.md."""

@@ -116,7 +116,8 @@ def replay(log: ObservationLog, dataset: Dataset, settings: Settings) -> Pipelin
                                             sd if np.isfinite(sd) else None))  # fmt: skip
         gids = registry.assign(observations, frame.timestamp_s)
         for t, gid in zip(frame.tracks, gids, strict=True):
-            collect.box(t.camera_id, t.frame_index, gid, t.track_id, t.bbox_xyxy)
+            if gid is not None:  # as the pipeline reports: a new person not shown yet is left out
+                collect.box(t.camera_id, t.frame_index, gid, t.track_id, t.bbox_xyxy)
         for ev in registry.drain_events():
             collect.event(ev.kind.value)
     cams = sum(len({t.camera_id for t in f.tracks}) for f in log.frames)

@@ -252,11 +252,10 @@ class FrameProcessor:
         for (cid, tracks, _, _), image in zip(per_cam, images, strict=True):
             outs = []
             for tr in tracks:
-                outs.append(
-                    TrackOut(
-                        tr.track_id, gids[k], tr.bbox_xyxy, tr.confidence, observations[k].map_xy, tr.det_index >= 0
-                    )
-                )
+                gid = gids[k]
+                if gid is not None:  # None: a new person not shown yet (`reid_confirm_frames`)
+                    where, seen = observations[k].map_xy, tr.det_index >= 0
+                    outs.append(TrackOut(tr.track_id, gid, tr.bbox_xyxy, tr.confidence, where, seen))
                 k += 1
             cf = gf.frames[cid]
             results.append(CameraResult(cid, cf.frame_index, cf.timestamp_s, outs, image))

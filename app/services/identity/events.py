@@ -7,7 +7,6 @@ from every camera). The log is bounded so a long task cannot grow memory; a late
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -68,18 +67,6 @@ class IdentityEventLog:
         self._recent.append(event)
         self._pending.append(event)
         self.counts[event.kind.value] = self.counts.get(event.kind.value, 0) + 1
-
-    def retract(self, kind: IdentityEventKind, global_id: int) -> bool:
-        """Withdraw the newest not-yet-drained event of ``kind`` about ``global_id`` (something decided later in the
-        same frame made it untrue before anyone was told); False when there is none left to withdraw."""
-        for event in reversed(self._pending):
-            if event.kind is kind and event.global_id == global_id:
-                self._pending.remove(event)
-                with contextlib.suppress(ValueError):  # the bounded recent log may have let it go already
-                    self._recent.remove(event)
-                self.counts[kind.value] -= 1
-                return True
-        return False
 
     def drain(self) -> list[IdentityEvent]:
         """Events emitted since the last drain, oldest first (at most `capacity`)."""

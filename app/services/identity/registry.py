@@ -115,6 +115,12 @@ class ReIdConfig:
     (a stranger entering where someone walked out of a narrow view). ``-inf``: place and time alone decide."""
     swaps: SwapConfig | None = None
     """Undoing identity swaps of people who crossed, by their looks (`crossings`); None: off."""
+    confirm_frames: int = 1
+    """While someone who left could still turn out to be a new identity (re-entry linking weighs a candidate for
+    it), it is shown (its tracks get an id in `assign`'s result, ``created`` is announced) only from the frame it
+    has been seen in this many frames, unless linked before: a returner recognised within those frames, or a false
+    detection living a frame or two, never shows an id of its own. 1: shown at once (constructed cases); the
+    product's default is in Settings."""
     continuity_radius_m: float = 0.0
     """Sightings by different cameras whose tracks all carry one identity stay one person while their map
     positions agree within this (beyond ``max_map_distance_m``, which decides who is grouped afresh): a foot
@@ -122,8 +128,8 @@ class ReIdConfig:
     back frames later. 0: off (constructed cases); the product's default is in Settings."""
 
     def __post_init__(self) -> None:
-        if self.switch_frames < 1:
-            raise ValueError("switch_frames must be >= 1")
+        if self.switch_frames < 1 or self.confirm_frames < 1:
+            raise ValueError("switch_frames and confirm_frames must be >= 1")
         if self.continuity_radius_m < 0:
             raise ValueError("continuity_radius_m must be >= 0")
 
@@ -149,6 +155,7 @@ class ReIdConfig:
             birth_radius_m=s.reid_birth_radius_m,
             looks_against_log_odds=s.reid_looks_against_log_odds,
             swaps=SwapConfig(log_odds=s.reid_swap_log_odds) if s.reid_swap_log_odds > 0 else None,
+            confirm_frames=s.reid_confirm_frames,
             reentry=ReentryConfig(
                 window_s=s.reid_reentry_window_s,
                 max_gap_s=s.reid_reentry_max_gap_s,
@@ -194,6 +201,12 @@ class _Identity:
     early: AppearanceMean = field(default_factory=AppearanceMean)
     """The first samples, compared with the later ones (the same person, seconds later) for calibration."""
     early_s: float | None = None
+    founder: TrackKey | None = None
+    """The track that started it (named when it is announced)."""
+    frames: int = 0
+    """Frames it has been seen in."""
+    shown: bool = False
+    """Announced: its id has gone out (`IdentityRegistry.confirm_frames`)."""
 
     def exit(self) -> Exit | None:
         if self.xy is None:
@@ -258,6 +271,15 @@ class IdentityRegistry:
         self.geometry = GeometryGate(self.config.geometry(), overlaps)
         self.gallery: AppearanceGallery = gallery or FaissGallery(dim, self.config.gallery_size)
         self.events = IdentityEventLog(self.config.event_log_size)
+        self._decided: list[IdentityEvent] = []
+        self._show_now: set[int] = set()
+        """Held identities that someone shown was merged into this frame: they are shown at its end."""
+        self._gone_unseen: set[int] = set()
+        """Identities merged away or forgotten this frame that were never shown."""
+        self._open: set[int] = set()
+        """New identities that someone who left could still turn out to be (`_link_reentries`, this frame)."""
+        """This frame's decisions, published at its end (`_publish`): events about ids nobody was shown are
+        withheld or retold."""
         self._next_gid = itertools.count(1)
         self._identities: dict[int, _Identity] = {}
         self._tracks: dict[TrackKey, _Track] = {}
@@ -316,8 +338,9 @@ class IdentityRegistry:
         if track is not None and track.gid in self._identities:
             self._identities[track.gid].tracks.discard(key)
 
-    def assign(self, observations: list[Observation], now_s: float) -> list[int]:
-        """Global id for each observation (same order), updating galleries and events."""
+    def assign(self, observations: list[Observation], now_s: float) -> list[int | None]:
+        """Global id for each observation (same order), updating galleries and events; None while the person is
+        new and not shown yet (`ReIdConfig.confirm_frames`): report that track without an id, or not at all."""
         keys = [(o.camera_id, o.track_id) for o in observations]
         if len(set(keys)) != len(keys):
             raise ValueError("a track appears twice in one frame's observations")
@@ -335,7 +358,9 @@ class IdentityRegistry:
             self._calibrate(groups)
             self._link_reentries(self.config.reentry, now_s)
         self._prune(now_s)
-        return [self._tracks[k].gid for k in keys]
+        gids = [self._tracks[k].gid for k in keys]
+        self._publish(gids, now_s)
+        return [g if self._identities[g].shown else None for g in gids]
 
     def _adapted(self, o: Observation) -> Observation:
         """The observation with its appearance centred on its camera's rendering (`CameraCentring`)."""
@@ -561,7 +586,7 @@ class IdentityRegistry:
                 assert g.target is not None
                 self._bind(k, g.target, now_s)
                 if o is not founder:
-                    self.events.emit(IdentityEvent(IdentityEventKind.MATCHED, g.target, now_s, o.camera_id, o.track_id))
+                    self._emit(IdentityEvent(IdentityEventKind.MATCHED, g.target, now_s, o.camera_id, o.track_id))
                 continue
             if want == t.gid:
                 t.pending_gid, t.pending_frames = None, 0
@@ -578,7 +603,7 @@ class IdentityRegistry:
     def _move(self, key: TrackKey, gid: int, now_s: float) -> None:
         old = self._tracks[key].gid
         self._bind(key, gid, now_s)
-        self.events.emit(IdentityEvent(IdentityEventKind.MOVED, gid, now_s, key[0], key[1], merged_id=old))
+        self._emit(IdentityEvent(IdentityEventKind.MOVED, gid, now_s, key[0], key[1], merged_id=old))
         self._left_for[old] = gid
 
     def _merge_emptied(self, now_s: float) -> None:
@@ -608,13 +633,13 @@ class IdentityRegistry:
                 if holder is not None and holder != k:
                     self._move(k, g.target if g.target not in (None, t.gid) else self._create(now_s, None), now_s)
 
-    def _merge(
-        self, source: int, into: int, now_s: float, score: float | None = None, announce: bool = True
-    ) -> None:
-        """`source` lost its last track to `into`: they were one person (a `merged` event unless ``announce`` is
-        off: nobody was ever shown ``source``)."""
+    def _merge(self, source: int, into: int, now_s: float, score: float | None = None) -> None:
+        """`source` lost its last track to `into`: they were one person (a `merged` event when ``source`` had been
+        shown; ``into`` is then shown too: it is someone people saw)."""
         src = self._identities.pop(source)
         dst = self._identities[into]
+        if not src.shown:
+            self._gone_unseen.add(source)
         dst.created_s = min(dst.created_s, src.created_s)
         dst.appearance.absorb(src.appearance)
         for cam, mean in src.by_camera.items():
@@ -625,8 +650,62 @@ class IdentityRegistry:
         if src.xy is not None and src.xy_s >= dst.xy_s:
             dst.xy, dst.xy_s = src.xy, src.xy_s
         self.gallery.merge(source, into)
-        if announce:
-            self.events.emit(IdentityEvent(IdentityEventKind.MERGED, into, now_s, merged_id=source, score=score))
+        if src.shown:
+            self._show_now.add(into)
+            self._emit(IdentityEvent(IdentityEventKind.MERGED, into, now_s, merged_id=source, score=score))
+
+    # -- announcing -----------------------------------------------------------------------------
+    def _emit(self, event: IdentityEvent) -> None:
+        self._decided.append(event)
+
+    def _publish(self, gids: list[int], now_s: float) -> None:
+        """Decide who is shown from this frame on, then hand out the frame's decisions.
+
+        A new identity is held while someone who left could still turn out to be them, for at most
+        ``confirm_frames`` − 1 frames (nobody has left yet, or re-entry linking is off: shown at once). Ids nobody
+        was shown stay untold; a newly shown identity is announced ``created`` (by the track that started it) with
+        a ``matched`` event for each further track it holds; a track that left an untold id for a shown one is
+        news of a ``matched`` track.
+        """
+        for gid in set(gids):
+            self._identities[gid].frames += 1
+        newly = []
+        for gid in dict.fromkeys([*gids, *sorted(self._show_now)]):
+            ident = self._identities.get(gid)
+            if ident is not None and not ident.shown and (
+                ident.frames >= self.config.confirm_frames or gid in self._show_now or gid not in self._open
+            ):
+                ident.shown = True
+                newly.append(ident)
+        fresh = {i.gid for i in newly}
+        for ident in newly:
+            self.total_identities += 1
+            founder = ident.founder if ident.founder in ident.tracks else None
+            cam, track = founder if founder is not None else (None, None)
+            self.events.emit(IdentityEvent(IdentityEventKind.CREATED, ident.gid, now_s, cam, track))
+            moved = [e for e in self._decided if e.kind is IdentityEventKind.MOVED and e.global_id == ident.gid]
+            retold = {(e.camera_id, e.track_id) for e in moved if self._told(e.merged_id)}
+            for key in sorted(ident.tracks - retold - {founder}):
+                self.events.emit(IdentityEvent(IdentityEventKind.MATCHED, ident.gid, now_s, *key))
+        for ev in self._decided:
+            if not self._told(ev.global_id) or (ev.global_id in fresh and ev.kind is IdentityEventKind.MATCHED):
+                continue
+            if ev.kind is IdentityEventKind.MOVED and not self._told(ev.merged_id):
+                if ev.global_id in fresh:
+                    continue  # the announcement named the track
+                ev = replace(ev, kind=IdentityEventKind.MATCHED, merged_id=None)
+            self.events.emit(ev)
+        self._decided.clear()
+        self._show_now.clear()
+        self._gone_unseen.clear()
+        self._open.clear()
+
+    def _told(self, gid: int | None) -> bool:
+        """Whether anyone was shown ``gid`` (an identity gone this frame was, unless it went unseen)."""
+        if gid is None:
+            return False
+        ident = self._identities.get(gid)
+        return ident.shown if ident is not None else gid not in self._gone_unseen
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def _create(self, now_s: float, first: Observation | None) -> int:
@@ -636,10 +715,8 @@ class IdentityRegistry:
         self._identities[gid] = _Identity(
             gid, now_s, now_s, tentative_until=None if window is None else now_s + window, recent=recent
         )
-        self.total_identities += 1
-        cam, track = (first.camera_id, first.track_id) if first is not None else (None, None)
-        self.events.emit(IdentityEvent(IdentityEventKind.CREATED, gid, now_s, cam, track))
-        return gid
+        self._identities[gid].founder = (first.camera_id, first.track_id) if first is not None else None
+        return gid  # announced by `_publish` once shown
 
     def _bind(self, key: TrackKey, gid: int, now_s: float) -> None:
         old = self._tracks.get(key)
@@ -717,7 +794,7 @@ class IdentityRegistry:
         for key in tb:
             self._bind(key, a, now_s)
         for key, old, new in [(k, a, b) for k in ta] + [(k, b, a) for k in tb]:
-            self.events.emit(IdentityEvent(IdentityEventKind.MOVED, new, now_s, key[0], key[1], merged_id=old,
+            self._emit(IdentityEvent(IdentityEventKind.MOVED, new, now_s, key[0], key[1], merged_id=old,
                                            score=score))
         ra, rb = np.sum(ia.recent, axis=0), np.sum(ib.recent, axis=0)
         assert ia.appearance.total is not None and ib.appearance.total is not None
@@ -810,19 +887,19 @@ class IdentityRegistry:
                 s = self._pair_log_odds(g, n, background)
                 if s is not None:
                     scores[(n.gid, g.gid)] = s
+        self._open.update(n for n, _ in scores)
         for link in assign_links(scores, cfg):
             ident = self._identities[link.tentative]
             keys = sorted(ident.tracks)
             for key in keys:
                 self._bind(key, link.candidate, now_s)
-            # Linked in the frame it appeared: its id was never shown, so the person simply came back (a `matched`
-            # event per track) rather than being created and merged away within one frame.
-            unseen = ident.created_s == now_s and self.events.retract(IdentityEventKind.CREATED, ident.gid)
-            self._merge(ident.gid, link.candidate, now_s, link.score, announce=not unseen)
+            # Linked before its id was shown: the person simply came back (a `matched` event per track) rather than
+            # being created and merged away.
+            unseen = not ident.shown
+            self._merge(ident.gid, link.candidate, now_s, link.score)
             if unseen:
-                self.total_identities -= 1  # its number is not handed out again: others' records may name it
                 for cam, track in keys:
-                    self.events.emit(
+                    self._emit(
                         IdentityEvent(IdentityEventKind.MATCHED, link.candidate, now_s, cam, track, score=link.score)
                     )
             self.reentries += 1
@@ -833,12 +910,14 @@ class IdentityRegistry:
             idle = now_s - ident.last_s
             if idle >= cfg.lost_after_s and not ident.lost_reported:
                 ident.lost_reported = True
-                self.events.emit(IdentityEvent(IdentityEventKind.LOST, ident.gid, now_s))
+                self._emit(IdentityEvent(IdentityEventKind.LOST, ident.gid, now_s))
             if idle > cfg.identity_ttl_s:
                 for k in list(ident.tracks):
                     self.forget_track(*k)
                 self.gallery.remove(ident.gid)
                 del self._identities[ident.gid]
+                if not ident.shown:
+                    self._gone_unseen.add(ident.gid)
         for k in [k for k, t in self._tracks.items() if now_s - t.last_s > TRACK_FORGET_S]:
             self.forget_track(*k)
 
