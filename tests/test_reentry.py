@@ -43,11 +43,12 @@ Walker = tuple[np.ndarray, tuple[float, float], tuple[float, float]]
 
 
 def walk(reg: IdentityRegistry, people: dict[int, Walker], t0: float, seconds: float, track_base: int,
-         since: dict[int, float] | None = None, trace: list[dict[int, int]] | None = None) -> dict[int, set[int]]:
+         since: dict[int, float] | None = None,
+         trace: list[dict[int, int | None]] | None = None) -> dict[int, set[int | None]]:
     """People (key → look, xy at time ``since[key]`` (default 0), velocity) walking in camera c1, each on a track
     ``track_base + key``, from ``t0`` for ``seconds``; the global ids each person got (frame by frame in
     ``trace``)."""
-    ids: dict[int, set[int]] = {k: set() for k in people}
+    ids: dict[int, set[int | None]] = {k: set() for k in people}
     steps = round(seconds / DT)
     for i in range(steps):
         t = t0 + i * DT
@@ -71,8 +72,8 @@ def crowd(n: int, seed: int = 0) -> dict[int, Walker]:
 
 
 def leave_and_return(
-    reg: IdentityRegistry, gap_s: float, back: Walker, trace: list[dict[int, int]] | None = None
-) -> tuple[int, set[int], dict[int, set[int]]]:
+    reg: IdentityRegistry, gap_s: float, back: Walker, trace: list[dict[int, int | None]] | None = None
+) -> tuple[int | None, set[int | None], dict[int, set[int | None]]]:
     """Eight people walk for 8 s; person 2 (walking east along y = 40) leaves every view for ``gap_s`` while the
     others walk on, then ``back`` enters on a new track (key 12 in ``trace``). Returns person 2's old id, the ids
     ``back`` got and the ids of everybody else afterwards."""
@@ -122,7 +123,7 @@ def test_a_returner_s_own_id_is_shown_only_until_their_looks_count(newcomer_look
     cfg = ReIdConfig(reentry=ReentryConfig(window_s=6.0, min_samples=3, newcomer_min_samples=newcomer_looks),
                      lost_after_s=2.0, match_threshold=0.999)
     reg = IdentityRegistry(DIM, cfg)
-    trace: list[dict[int, int]] = []
+    trace: list[dict[int, int | None]] = []
     old, ids, _ = leave_and_return(reg, 12.0, (person_look(2), (15.0, 41.0), (1.0, 0.0)), trace)
     assert old in ids and reg.reentries == 1
     shown_apart = sum(1 for frame in trace if frame[12] != old)
@@ -152,7 +153,7 @@ def test_a_returner_recognised_within_the_confirmation_frames_never_shows_an_id_
     """Three looks asked for, and a new person shown from their third frame while someone who left could be
     them: the returner's track has no id for two frames, then the old one — nothing created, nothing merged."""
     reg = confirming(newcomer_looks=3)
-    trace: list[dict[int, int]] = []
+    trace: list[dict[int, int | None]] = []
     old, ids, others = leave_and_return(reg, 12.0, (person_look(2), (15.0, 41.0), (1.0, 0.0)), trace)
     assert [frame[12] for frame in trace[:4]] == [None, None, old, old]
     assert ids == {None, old} and all(len(v) == 1 and None not in v for v in others.values())

@@ -272,14 +272,14 @@ class IdentityRegistry:
         self.gallery: AppearanceGallery = gallery or FaissGallery(dim, self.config.gallery_size)
         self.events = IdentityEventLog(self.config.event_log_size)
         self._decided: list[IdentityEvent] = []
+        """This frame's decisions, published at its end (`_publish`): events about ids nobody was shown are
+        withheld or retold."""
         self._show_now: set[int] = set()
         """Held identities that someone shown was merged into this frame: they are shown at its end."""
         self._gone_unseen: set[int] = set()
         """Identities merged away or forgotten this frame that were never shown."""
         self._open: set[int] = set()
         """New identities that someone who left could still turn out to be (`_link_reentries`, this frame)."""
-        """This frame's decisions, published at its end (`_publish`): events about ids nobody was shown are
-        withheld or retold."""
         self._next_gid = itertools.count(1)
         self._identities: dict[int, _Identity] = {}
         self._tracks: dict[TrackKey, _Track] = {}
@@ -713,9 +713,9 @@ class IdentityRegistry:
         window = self.config.reentry.window_s if self.config.reentry is not None else None
         recent: deque[np.ndarray] = deque(maxlen=self.config.swaps.recent if self.config.swaps is not None else 0)
         self._identities[gid] = _Identity(
-            gid, now_s, now_s, tentative_until=None if window is None else now_s + window, recent=recent
+            gid, now_s, now_s, tentative_until=None if window is None else now_s + window, recent=recent,
+            founder=(first.camera_id, first.track_id) if first is not None else None,
         )
-        self._identities[gid].founder = (first.camera_id, first.track_id) if first is not None else None
         return gid  # announced by `_publish` once shown
 
     def _bind(self, key: TrackKey, gid: int, now_s: float) -> None:
@@ -794,8 +794,7 @@ class IdentityRegistry:
         for key in tb:
             self._bind(key, a, now_s)
         for key, old, new in [(k, a, b) for k in ta] + [(k, b, a) for k in tb]:
-            self._emit(IdentityEvent(IdentityEventKind.MOVED, new, now_s, key[0], key[1], merged_id=old,
-                                           score=score))
+            self._emit(IdentityEvent(IdentityEventKind.MOVED, new, now_s, key[0], key[1], merged_id=old, score=score))
         ra, rb = np.sum(ia.recent, axis=0), np.sum(ib.recent, axis=0)
         assert ia.appearance.total is not None and ib.appearance.total is not None
         ia.appearance.total = ia.appearance.total - ra + rb
