@@ -3,6 +3,8 @@ the windows cover what they must, and the planner asks for full looks, people an
 
 from __future__ import annotations
 
+import pickle
+import zlib
 from pathlib import Path
 
 import cv2
@@ -12,7 +14,10 @@ import pytest
 from app.core.config import Settings
 from app.models.base import Detections, RegionDetector
 from app.models.nanodet import DEFAULT_MODEL_PATH, REGION_MARGIN, NanoDetDetector, region_windows
+from app.services.checkpoint_format import CheckpointFormatError
 from app.services.detection_regions import RegionPlanner
+from app.services.frame_processor import FrameProcessor
+from app.services.video_data_manager import CameraFrame, GlobalFrame
 from tests.conftest import read_frames
 
 PETS = Path(__file__).resolve().parents[1].parent / "shared/data/pets2009-s2l1"
@@ -143,21 +148,13 @@ def test_the_pipeline_with_regions_tracks_the_people_a_full_look_tracks(monkeypa
         assert abs(n_full - n_regions) <= max(3, 0.1 * n_full), (cam, n_full, n_regions)
 
 
-def test_a_checkpoint_taken_while_the_next_frame_is_detected_ahead_plans_as_before_it(
-    detector: NanoDetDetector, frames: list
-) -> None:
-    """Unpaced tasks detect frame g+1 while g is completed; a checkpoint after g must carry the planner as it
-    was before g+1's detection, or the task resumed from it plans g+1 from what it already saw there."""
-    import pickle
-    import zlib
-
+def _planning_processor(detector: NanoDetDetector) -> tuple[FrameProcessor, str]:
+    """A one-camera PETS processor that plans where to detect (regions), and its camera."""
     from app.evaluation.tracking_eval import load_dataset
     from app.models.registry import build_embedder
-    from app.services.frame_processor import FrameProcessor
     from app.services.homography import HomographyService
     from app.services.identity import IdentityRegistry
     from app.services.tracking import BotSortCameraTracker
-    from app.services.video_data_manager import CameraFrame, GlobalFrame
 
     env = load_dataset(PETS).env
     (cam,) = env.cameras
@@ -166,12 +163,38 @@ def test_a_checkpoint_taken_while_the_next_frame_is_detected_ahead_plans_as_befo
         detector=detector, embedder=embedder, trackers={cam: BotSortCameraTracker(7.0, camera_id=cam)},
         homography=HomographyService(env), identities=IdentityRegistry(embedder.dim), regions=RegionPlanner(),
     )  # fmt: skip
+    return processor, cam
+
+
+def test_a_checkpoint_taken_while_the_next_frame_is_detected_ahead_plans_as_before_it(
+    detector: NanoDetDetector, frames: list
+) -> None:
+    """Unpaced tasks detect frame g+1 while g is completed; a checkpoint after g must carry the planner as it
+    was before g+1's detection, or the task resumed from it plans g+1 from what it already saw there."""
+    processor, cam = _planning_processor(detector)
     gfs = [GlobalFrame(i, i / 7, {cam: CameraFrame(cam, i, i / 7, im)}) for i, im in enumerate(frames[:2])]
     processor.process(gfs[0])
     before = pickle.dumps(processor.regions)
     ahead = processor.detect(gfs[1])  # while frame 0 is finishing, as an unpaced task does
     assert pickle.dumps(processor.regions) != before
-    saved = pickle.loads(zlib.decompress(processor.export_state()))
+    saved = pickle.loads(zlib.decompress(processor.export_state()))["state"]
     assert pickle.dumps(saved[5]) == before
     processor.complete(gfs[1], ahead)  # once frame 1 is complete, a checkpoint carries the planner after it
-    assert pickle.dumps(pickle.loads(zlib.decompress(processor.export_state()))[5]) == pickle.dumps(processor.regions)
+    after = pickle.loads(zlib.decompress(processor.export_state()))["state"][5]
+    assert pickle.dumps(after) == pickle.dumps(processor.regions)
+
+
+def test_a_checkpoint_of_other_code_is_refused_before_anything_runs(detector: NanoDetDetector, frames: list) -> None:
+    """Pickle restores objects whose classes changed shape without complaint (and the task fails frames later on
+    a missing field): a checkpoint names the code that wrote it, and another version's is refused up front."""
+    processor, cam = _planning_processor(detector)
+    processor.process(GlobalFrame(0, 0.0, {cam: CameraFrame(cam, 0, 0.0, frames[0])}))
+    blob = processor.export_state()
+    processor.restore_state(blob)  # this version's own: taken over
+    other = pickle.loads(zlib.decompress(blob)) | {"format": "0123456789abcdef"}
+    older = pickle.loads(zlib.decompress(blob))["state"]  # before checkpoints named their format
+    for foreign in (other, older):
+        with pytest.raises(CheckpointFormatError, match="start the task again"):
+            processor.restore_state(zlib.compress(pickle.dumps(foreign)))
+    with pytest.raises(CheckpointFormatError, match="cannot be read"):
+        processor.restore_state(zlib.compress(b"\x80\x05not a pickle"))

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from app.models.base import AppearanceEmbedder, Detections, ImageBGR, PersonDetector, RegionDetector
+from app.services.checkpoint_format import CheckpointFormatError, state_format
 from app.services.crop_photometry import AsRecorded, CropPhotometry
 from app.services.detection_regions import RegionPlanner
 from app.services.frame_encoder import FrameEncoder
@@ -163,21 +164,30 @@ class FrameProcessor:
             pickle.loads(before) if before is not None else (self.motion_gate, self._last_detections, self.regions)
         )
         state = (self.trackers, self.identities, self._described, gate, last, regions, self.photometry)
-        return zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        saved = {"format": state_format(), "state": state}
+        return zlib.compress(pickle.dumps(saved, protocol=pickle.HIGHEST_PROTOCOL), 1)
 
     def restore_state(self, blob: bytes) -> None:
         """Take over what ``export_state`` saved (from this deployment's own object store only: it is a
-        pickle)."""
-        state = pickle.loads(zlib.decompress(blob))
-        trackers, identities, described, gate, last = state[:5]
+        pickle). A checkpoint written by another version of this code is refused (`CheckpointFormatError`)."""
+        try:
+            saved = pickle.loads(zlib.decompress(blob))
+        except Exception as exc:  # a class it names is gone or changed shape
+            raise CheckpointFormatError(f"the checkpoint cannot be read by this version: {exc}") from exc
+        made_by = saved.get("format") if isinstance(saved, dict) else "an older version"
+        if made_by != state_format():
+            raise CheckpointFormatError(
+                f"the checkpoint was written by other code (state format {made_by}, this worker {state_format()}):"
+                " this version cannot resume it; start the task again"
+            )
+        trackers, identities, described, gate, last, regions, photometry = saved["state"]
         if set(trackers) != set(self.trackers):
             raise ValueError(f"checkpoint has cameras {sorted(trackers)}, the task {sorted(self.trackers)}")
         self.trackers, self.identities, self._described = trackers, identities, described
         self.motion_gate, self._last_detections = gate, last
-        if len(state) > 5 and self.regions is not None and state[5] is not None:
-            self.regions = state[5]  # where the detector looks next: a resumed task sees what it would have seen
-        if len(state) > 6:
-            self.photometry = state[6]  # the cameras' levels: a resumed task describes people as before
+        if self.regions is not None and regions is not None:
+            self.regions = regions  # where the detector looks next: a resumed task sees what it would have seen
+        self.photometry = photometry  # the cameras' levels: a resumed task describes people as before
 
     def process(self, gf: GlobalFrame) -> FrameResult:
         return self.complete(gf, self.detect(gf))
