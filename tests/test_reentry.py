@@ -33,9 +33,10 @@ def seen(look: np.ndarray, noise: float = 0.15) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
-def registry(match_threshold: float = 0.85) -> IdentityRegistry:
-    cfg = ReIdConfig(reentry=ReentryConfig(window_s=6.0, min_samples=3), lost_after_s=2.0,
-                     match_threshold=match_threshold)
+def registry(match_threshold: float = 0.85, *, newcomer_looks: int = 1, confirm_frames: int = 1,
+             reentry: bool = True) -> IdentityRegistry:
+    linking = ReentryConfig(window_s=6.0, min_samples=3, newcomer_min_samples=newcomer_looks) if reentry else None
+    cfg = ReIdConfig(reentry=linking, lost_after_s=2.0, match_threshold=match_threshold, confirm_frames=confirm_frames)
     return IdentityRegistry(DIM, cfg)
 
 
@@ -120,9 +121,7 @@ def test_a_returner_s_own_id_is_shown_only_until_their_looks_count(newcomer_look
     """Back after 12 s, where position says little: the link waits for the newcomer's looks. By default one look
     counts, so the returner is linked in the frame they appear (no id flashes for a few frames before it is
     merged); asking for three shows the tentative id until the third."""
-    cfg = ReIdConfig(reentry=ReentryConfig(window_s=6.0, min_samples=3, newcomer_min_samples=newcomer_looks),
-                     lost_after_s=2.0, match_threshold=0.999)
-    reg = IdentityRegistry(DIM, cfg)
+    reg = registry(0.999, newcomer_looks=newcomer_looks)
     trace: list[dict[int, int | None]] = []
     old, ids, _ = leave_and_return(reg, 12.0, (person_look(2), (15.0, 41.0), (1.0, 0.0)), trace)
     assert old in ids and reg.reentries == 1
@@ -143,16 +142,10 @@ def test_a_returner_s_own_id_is_shown_only_until_their_looks_count(newcomer_look
         assert [(e.global_id, e.score is not None) for e in merged] == [(old, True)]
 
 
-def confirming(frames: int = 3, newcomer_looks: int = 1, reentry: bool = True) -> IdentityRegistry:
-    cfg = ReIdConfig(reentry=ReentryConfig(window_s=6.0, min_samples=3, newcomer_min_samples=newcomer_looks)
-                     if reentry else None, lost_after_s=2.0, match_threshold=0.999, confirm_frames=frames)
-    return IdentityRegistry(DIM, cfg)
-
-
 def test_a_returner_recognised_within_the_confirmation_frames_never_shows_an_id_of_their_own() -> None:
     """Three looks asked for, and a new person shown from their third frame while someone who left could be
     them: the returner's track has no id for two frames, then the old one — nothing created, nothing merged."""
-    reg = confirming(newcomer_looks=3)
+    reg = registry(0.999, newcomer_looks=3, confirm_frames=3)
     trace: list[dict[int, int | None]] = []
     old, ids, others = leave_and_return(reg, 12.0, (person_look(2), (15.0, 41.0), (1.0, 0.0)), trace)
     assert [frame[12] for frame in trace[:4]] == [None, None, old, old]
@@ -169,7 +162,7 @@ def test_a_false_detection_that_lives_two_frames_is_never_shown() -> None:
     """After someone has left, a box that lives two frames gets no id and no event; a newcomer who stays is shown
     from their third frame, announced then as created by their first track, with the other camera's track as
     matched."""
-    reg = confirming()
+    reg = registry(0.999, confirm_frames=3)
     people = crowd(3)
     walk(reg, people, 0.0, 4.0, track_base=0)
     stay = {k: people[k] for k in (0, 1)}
@@ -197,7 +190,7 @@ def test_a_false_detection_that_lives_two_frames_is_never_shown() -> None:
 
 @pytest.mark.parametrize("reentry", [True, False])
 def test_people_are_shown_at_once_when_nobody_they_could_be_has_left(reentry: bool) -> None:
-    reg = confirming(reentry=reentry)
+    reg = registry(0.999, confirm_frames=3, reentry=reentry)
     ids = walk(reg, crowd(4), 0.0, 1.0, track_base=0)
     assert all(len(v) == 1 and None not in v for v in ids.values())
     assert reg.total_identities == 4

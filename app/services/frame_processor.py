@@ -174,10 +174,10 @@ class FrameProcessor:
             saved = pickle.loads(zlib.decompress(blob))
         except Exception as exc:  # a class it names is gone or changed shape
             raise CheckpointFormatError(f"the checkpoint cannot be read by this version: {exc}") from exc
-        made_by = saved.get("format") if isinstance(saved, dict) else "an older version"
-        if made_by != state_format():
+        made_by, ours = saved.get("format") if isinstance(saved, dict) else "an older version", state_format()
+        if made_by != ours:
             raise CheckpointFormatError(
-                f"the checkpoint was written by other code (state format {made_by}, this worker {state_format()}):"
+                f"the checkpoint was written by other code (state format {made_by}, this worker {ours}):"
                 " this version cannot resume it; start the task again"
             )
         trackers, identities, described, gate, last, regions, photometry = saved["state"]
