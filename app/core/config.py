@@ -226,6 +226,12 @@ class Settings(BaseSettings):
     """A camera's brand-new track joins the person other cameras see within this of it, when its camera shows no
     track of that person this frame and learnt appearance is not against it (0 or ≤ ``reid_max_map_distance_m``:
     off); docs/accuracy.md."""
+    still_object_after_s: Annotated[float, Field(ge=0.0)] = 5.0
+    """A track whose box has not moved (IoU with its first box ≥ ``still_object_min_iou``) for this many seconds
+    is a thing, not a person (a post or sprinkler the detector fires on): it is no longer reported, and tracks
+    born on its spot never are (`app.services.still_objects`; 0: off; docs/accuracy.md)."""
+    still_object_min_iou: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
+    """How still "not moved" is: people's boxes drift below IoU 0.75 within 5 s, even standing."""
     reid_gallery_min_quality: float = 0.5
     """Appearance is learnt only from detections at least this confident (and not overlapped)."""
     reid_event_log_size: int = 1000

@@ -21,9 +21,11 @@ from app.evaluation.tracking_eval import Dataset, OutputCollector, PipelineOutpu
 from app.models.base import AppearanceEmbedder, FloatArray
 from app.services.frame_processor import crop_boxes, describe_now
 from app.services.homography import HomographyService
+from app.services.still_objects import Sighting, StillObjects
 
 if TYPE_CHECKING:
     from app.services.frame_processor import FrameProcessor, FrameResult
+    from app.services.reid import IdentityRegistry
     from app.services.video_data_manager import GlobalFrame
 
 
@@ -46,11 +48,12 @@ def record(
     def on_result(gf: GlobalFrame, result: FrameResult, processor: FrameProcessor) -> None:
         tracks: list[LoggedTrack] = []
         for cam in result.cameras:
+            tracked = processor.tracked.get(cam.camera_id, [])  # every track, reported or not
             logged = [
-                LoggedTrack(cam.camera_id, cam.frame_index, t.track_id, t.bbox_xyxy, t.confidence, t.detected)
-                for t in cam.tracks
+                LoggedTrack(cam.camera_id, cam.frame_index, t.track_id, t.bbox_xyxy, t.confidence, t.det_index >= 0)
+                for t in tracked
             ]
-            boxes = np.array([t.bbox_xyxy for t in cam.tracks], np.float64).reshape(-1, 4)
+            boxes = np.array([t.bbox_xyxy for t in tracked], np.float64).reshape(-1, 4)
             crops, kept = crop_boxes(cam.image, boxes)
             crops = processor.photometry.normalise(cam.camera_id, crops)  # as the pipeline's descriptors see them
             for name, model in models.items():
@@ -98,9 +101,11 @@ def replay(log: ObservationLog, dataset: Dataset, settings: Settings) -> Pipelin
     described: dict[tuple[str, int], int] = {}
     collect = OutputCollector(list(dataset.env.cameras), dataset.first_frame)
     t0 = time.perf_counter()
+    still = StillObjects.from_settings(settings)
     for frame in log.frames:
+        tracks = frame.tracks if still is None else _people(still, registry, frame.tracks, frame.timestamp_s)
         observations = []
-        for t in frame.tracks:
+        for t in tracks:
             vec = None
             if t.detected:
                 key = (t.camera_id, t.track_id)
@@ -115,10 +120,24 @@ def replay(log: ObservationLog, dataset: Dataset, settings: Settings) -> Pipelin
             observations.append(Observation(t.camera_id, t.track_id, vec, pos, t.confidence, t.bbox_xyxy,
                                             sd if np.isfinite(sd) else None))  # fmt: skip
         gids = registry.assign(observations, frame.timestamp_s)
-        for t, gid in zip(frame.tracks, gids, strict=True):
+        for t, gid in zip(tracks, gids, strict=True):
             if gid is not None:  # as the pipeline reports: a new person not shown yet is left out
                 collect.box(t.camera_id, t.frame_index, gid, t.track_id, t.bbox_xyxy)
         for ev in registry.drain_events():
             collect.event(ev.kind.value)
     cams = sum(len({t.camera_id for t in f.tracks}) for f in log.frames)
     return collect.output(len(log.frames), cams, time.perf_counter() - t0)
+
+
+def _people(
+    still: StillObjects, registry: IdentityRegistry, tracks: list[LoggedTrack], now_s: float
+) -> list[LoggedTrack]:
+    """The frame's tracks without still objects' (as `FrameProcessor` leaves them out, camera by camera)."""
+    keep: list[LoggedTrack] = []
+    for cam in dict.fromkeys(t.camera_id for t in tracks):
+        mine = [t for t in tracks if t.camera_id == cam]
+        screened = still.screen(cam, [Sighting(t.track_id, t.bbox_xyxy, t.detected) for t in mine], now_s)
+        for track_id in screened.found:
+            registry.discard_track(cam, track_id, now_s)
+        keep += [t for t, k in zip(mine, screened.keep, strict=True) if k]
+    return keep

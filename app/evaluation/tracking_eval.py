@@ -166,6 +166,7 @@ def run_pipeline(
     from app.services.homography import HomographyService
     from app.services.motion_gate import MotionGate
     from app.services.reid import IdentityRegistry
+    from app.services.still_objects import StillObjects
     from app.services.tracking import CameraTrackerFactory
     from app.services.video_data_manager import SynchronizedReader, VideoDataManagerService
 
@@ -185,6 +186,7 @@ def run_pipeline(
         embed_first_n=settings.reid_embed_first_n,
         motion_gate=MotionGate.from_settings(settings),
         regions=RegionPlanner.from_settings(settings),
+        still=StillObjects.from_settings(settings),
         tracker_embedder=build_tracker_embedder(settings),
         photometry=build_crop_photometry(settings.crop_photometry, settings.crop_levels_clip_pct),
     )

@@ -25,6 +25,7 @@ from app.services.frame_encoder import FrameEncoder
 from app.services.homography import HomographyService
 from app.services.motion_gate import MotionGate
 from app.services.reid import IdentityEvent, IdentityRegistry, Observation
+from app.services.still_objects import Sighting, StillObjects
 from app.services.tracking import CameraTracker, TrackedBox
 from app.services.video_data_manager import GlobalFrame
 from app.utils.wire import FrameHeader, pack_frame
@@ -128,6 +129,7 @@ class FrameProcessor:
         tracker_embedder: AppearanceEmbedder | None = None,
         regions: RegionPlanner | None = None,
         photometry: CropPhotometry | None = None,
+        still: StillObjects | None = None,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
@@ -150,6 +152,11 @@ class FrameProcessor:
         not yet completed: a checkpoint taken while the next frame is detected ahead must not carry that frame's
         detection, or the resumed task would plan its detection from what it already saw."""
         self._lock = threading.Lock()
+        self.still = still
+        """Tracks of things that never move, left out (`StillObjects`); None: every track is reported."""
+        self.tracked: dict[str, list[TrackedBox]] = {}
+        """The camera trackers' output for the last completed frame, before anything was left out (a still object,
+        a person not shown yet): what a recording of the identity layer's inputs needs (`identity_replay`)."""
         self.photometry: CropPhotometry = photometry if photometry is not None else AsRecorded()
         """What the identity descriptors see of each camera's colours (`crop_photometry`): learnt from every
         frame, applied to the identity embedder's crops (a tracker's own vectors stay within one camera)."""
@@ -163,7 +170,7 @@ class FrameProcessor:
         gate, last, regions = (
             pickle.loads(before) if before is not None else (self.motion_gate, self._last_detections, self.regions)
         )
-        state = (self.trackers, self.identities, self._described, gate, last, regions, self.photometry)
+        state = (self.trackers, self.identities, self._described, gate, last, regions, self.photometry, self.still)
         saved = {"format": state_format(), "state": state}
         return zlib.compress(pickle.dumps(saved, protocol=pickle.HIGHEST_PROTOCOL), 1)
 
@@ -180,7 +187,7 @@ class FrameProcessor:
                 f"the checkpoint was written by other code (state format {made_by}, this worker {ours}):"
                 " this version cannot resume it; start the task again"
             )
-        trackers, identities, described, gate, last, regions, photometry = saved["state"]
+        trackers, identities, described, gate, last, regions, photometry, still = saved["state"]
         if set(trackers) != set(self.trackers):
             raise ValueError(f"checkpoint has cameras {sorted(trackers)}, the task {sorted(self.trackers)}")
         self.trackers, self.identities, self._described = trackers, identities, described
@@ -188,6 +195,8 @@ class FrameProcessor:
         if self.regions is not None and regions is not None:
             self.regions = regions  # where the detector looks next: a resumed task sees what it would have seen
         self.photometry = photometry  # the cameras' levels: a resumed task describes people as before
+        if self.still is not None and still is not None:
+            self.still = still  # the objects it found stay found
 
     def process(self, gf: GlobalFrame) -> FrameResult:
         return self.complete(gf, self.detect(gf))
@@ -231,7 +240,8 @@ class FrameProcessor:
         t = time.perf_counter()
         per_cam = []
         for cid, image, det, emb in zip(cams, images, detections, det_emb, strict=True):
-            tracks = self.trackers[cid].update(image, det, emb)
+            self.tracked[cid] = tracked = self.trackers[cid].update(image, det, emb)
+            tracks = self._people(cid, tracked, gf.timestamp_s)
             boxes = np.array([tr.bbox_xyxy for tr in tracks], np.float64).reshape(-1, 4)
             height = image.shape[0]
             per_cam.append((cid, tracks, self.homography.boxes_to_map(cid, boxes, height),
@@ -273,6 +283,17 @@ class FrameProcessor:
             self._completed = gf.index
             self._before_detect = {i: b for i, b in self._before_detect.items() if i > gf.index}
         return FrameResult(gf.index, gf.timestamp_s, results, ms, self.identities.drain_events())
+
+    def _people(self, camera_id: str, tracks: list[TrackedBox], now_s: float) -> list[TrackedBox]:
+        """The camera's tracks without those of still objects (`StillObjects`); a track found to be one this frame
+        is dropped by the identity registry too."""
+        if self.still is None:
+            return tracks
+        seen = [Sighting(t.track_id, t.bbox_xyxy, t.det_index >= 0) for t in tracks]
+        screened = self.still.screen(camera_id, seen, now_s)
+        for track_id in screened.found:
+            self.identities.discard_track(camera_id, track_id, now_s)
+        return [t for t, keep in zip(tracks, screened.keep, strict=True) if keep]
 
     def _detect(self, cams: list[str], images: list[ImageBGR]) -> list[Detections]:
         """The detector on every camera whose picture changed; the previous boxes where nothing moved; only

@@ -40,6 +40,7 @@ from app.services.notifications import FrameMessage, NotificationHub
 from app.services.processing_task import TaskState, TaskStatus
 from app.services.reid import IdentityRegistry
 from app.services.run_control import Checkpoint, LeaseLostError, RunControl
+from app.services.still_objects import StillObjects
 from app.services.video_data_manager import (
     FrameSource,
     GlobalFrame,
@@ -230,6 +231,7 @@ class PipelineOrchestrator:
             embed_first_n=s.reid_embed_first_n,
             motion_gate=MotionGate.from_settings(s),
             regions=RegionPlanner.from_settings(s),
+            still=StillObjects.from_settings(s),
             tracker_embedder=build_tracker_embedder(s),
             photometry=build_crop_photometry(s.crop_photometry, s.crop_levels_clip_pct),
         )

@@ -338,6 +338,24 @@ class IdentityRegistry:
         if track is not None and track.gid in self._identities:
             self._identities[track.gid].tracks.discard(key)
 
+    def discard_track(self, camera_id: str, track_id: int, now_s: float) -> None:
+        """A track that turned out not to be a person (a still object, `StillObjects`): forgotten, and its identity
+        with it when no other track carries it — nobody to continue or to link a returner to. An id that was shown
+        is reported lost (with this frame's decisions, at the next `assign`)."""
+        track = self._tracks.get((camera_id, track_id))
+        if track is None:
+            return
+        self.forget_track(camera_id, track_id)
+        ident = self._identities.get(track.gid)
+        if ident is None or ident.tracks:
+            return
+        if ident.shown and not ident.lost_reported:
+            self._emit(IdentityEvent(IdentityEventKind.LOST, ident.gid, now_s))
+        if not ident.shown:
+            self._gone_unseen.add(ident.gid)
+        self.gallery.remove(ident.gid)
+        del self._identities[ident.gid]
+
     def assign(self, observations: list[Observation], now_s: float) -> list[int | None]:
         """Global id for each observation (same order), updating galleries and events; None while the person is
         new and not shown yet (`ReIdConfig.confirm_frames`): report that track without an id, or not at all."""
