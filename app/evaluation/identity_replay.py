@@ -25,7 +25,6 @@ from app.services.still_objects import Sighting, StillObjects
 
 if TYPE_CHECKING:
     from app.services.frame_processor import FrameProcessor, FrameResult
-    from app.services.reid import IdentityRegistry
     from app.services.video_data_manager import GlobalFrame
 
 
@@ -103,7 +102,13 @@ def replay(log: ObservationLog, dataset: Dataset, settings: Settings) -> Pipelin
     t0 = time.perf_counter()
     still = StillObjects.from_settings(settings)
     for frame in log.frames:
-        tracks = frame.tracks if still is None else _people(still, registry, frame.tracks, frame.timestamp_s)
+        tracks = frame.tracks
+        if still is not None:  # as `FrameProcessor` leaves them out, camera by camera
+            tracks = []
+            for cam in dict.fromkeys(t.camera_id for t in frame.tracks):
+                mine = [t for t in frame.tracks if t.camera_id == cam]
+                seen = [Sighting(t.track_id, t.bbox_xyxy, t.detected) for t in mine]
+                tracks += still.people(cam, mine, seen, registry, frame.timestamp_s)
         observations = []
         for t in tracks:
             vec = None
@@ -127,17 +132,3 @@ def replay(log: ObservationLog, dataset: Dataset, settings: Settings) -> Pipelin
             collect.event(ev.kind.value)
     cams = sum(len({t.camera_id for t in f.tracks}) for f in log.frames)
     return collect.output(len(log.frames), cams, time.perf_counter() - t0)
-
-
-def _people(
-    still: StillObjects, registry: IdentityRegistry, tracks: list[LoggedTrack], now_s: float
-) -> list[LoggedTrack]:
-    """The frame's tracks without still objects' (as `FrameProcessor` leaves them out, camera by camera)."""
-    keep: list[LoggedTrack] = []
-    for cam in dict.fromkeys(t.camera_id for t in tracks):
-        mine = [t for t in tracks if t.camera_id == cam]
-        screened = still.screen(cam, [Sighting(t.track_id, t.bbox_xyxy, t.detected) for t in mine], now_s)
-        for track_id in screened.found:
-            registry.discard_track(cam, track_id, now_s)
-        keep += [t for t, k in zip(mine, screened.keep, strict=True) if k]
-    return keep

@@ -241,7 +241,10 @@ class FrameProcessor:
         per_cam = []
         for cid, image, det, emb in zip(cams, images, detections, det_emb, strict=True):
             self.tracked[cid] = tracked = self.trackers[cid].update(image, det, emb)
-            tracks = self._people(cid, tracked, gf.timestamp_s)
+            tracks = tracked if self.still is None else self.still.people(
+                cid, tracked, [Sighting(t.track_id, t.bbox_xyxy, t.det_index >= 0) for t in tracked],
+                self.identities, gf.timestamp_s,
+            )  # fmt: skip
             boxes = np.array([tr.bbox_xyxy for tr in tracks], np.float64).reshape(-1, 4)
             height = image.shape[0]
             per_cam.append((cid, tracks, self.homography.boxes_to_map(cid, boxes, height),
@@ -283,17 +286,6 @@ class FrameProcessor:
             self._completed = gf.index
             self._before_detect = {i: b for i, b in self._before_detect.items() if i > gf.index}
         return FrameResult(gf.index, gf.timestamp_s, results, ms, self.identities.drain_events())
-
-    def _people(self, camera_id: str, tracks: list[TrackedBox], now_s: float) -> list[TrackedBox]:
-        """The camera's tracks without those of still objects (`StillObjects`); a track found to be one this frame
-        is dropped by the identity registry too."""
-        if self.still is None:
-            return tracks
-        seen = [Sighting(t.track_id, t.bbox_xyxy, t.det_index >= 0) for t in tracks]
-        screened = self.still.screen(camera_id, seen, now_s)
-        for track_id in screened.found:
-            self.identities.discard_track(camera_id, track_id, now_s)
-        return [t for t, keep in zip(tracks, screened.keep, strict=True) if keep]
 
     def _detect(self, cams: list[str], images: list[ImageBGR]) -> list[Detections]:
         """The detector on every camera whose picture changed; the previous boxes where nothing moved; only

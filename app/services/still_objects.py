@@ -2,8 +2,8 @@
 
 Such a false detection is steady (the same pixels give the same box frame after frame), so the camera tracker
 follows it for as long as the task runs and it would be a "person" with a global id of its own, counted in
-analytics and offered to re-entry linking as someone who left. People are never that still: over 5 s every
-person's box in the labelled sets drifted to an IoU of 0.74 or less with where it started, while the sets' one
+analytics and offered to re-entry linking as someone who left. No person in the labelled sets was that still:
+over 5 s every person's box drifted to an IoU of 0.74 or less with where it started, while the sets' one
 such object (a sprinkler on the grass, n6-val) stayed above 0.94 (docs/accuracy.md). So a track whose box keeps
 an IoU of at least ``min_iou`` with its first box for ``after_s`` seconds of detections is taken for an object:
 it is no longer reported, and its spot is remembered, so the same object's later tracks are never reported at
@@ -17,12 +17,19 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from app.core.config import Settings
 
 Box = tuple[float, float, float, float]
+T = TypeVar("T")
+
+
+class DiscardsTracks(Protocol):
+    """The identity layer, as far as still objects go (`IdentityRegistry.discard_track`)."""
+
+    def discard_track(self, camera_id: str, track_id: int, now_s: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +101,17 @@ class StillObjects:
             out.keep.append(not w.still)
         self._watches[camera_id] = watches
         return out
+
+    def people(
+        self, camera_id: str, tracks: Sequence[T], sightings: Sequence[Sighting], identities: DiscardsTracks,
+        now_s: float,
+    ) -> list[T]:
+        """One camera's ``tracks`` (``sightings`` describes each) without those of still objects; a track found to
+        be one now is discarded by the identity layer too. The pipeline and the identity replay both call this."""
+        screened = self.screen(camera_id, sightings, now_s)
+        for track_id in screened.found:
+            identities.discard_track(camera_id, track_id, now_s)
+        return [t for t, keep in zip(tracks, screened.keep, strict=True) if keep]
 
 
 def iou(a: Box, b: Box) -> float:
