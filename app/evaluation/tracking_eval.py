@@ -162,6 +162,7 @@ def run_pipeline(
     from app.models.registry import build_detector, build_embedder, build_tracker_embedder
     from app.services.crop_photometry import build_crop_photometry
     from app.services.detection_regions import RegionPlanner
+    from app.services.detector_scale import DetectorScale
     from app.services.frame_processor import FrameProcessor
     from app.services.homography import HomographyService
     from app.services.motion_gate import MotionGate
@@ -187,6 +188,7 @@ def run_pipeline(
         motion_gate=MotionGate.from_settings(settings),
         regions=RegionPlanner.from_settings(settings),
         still=StillObjects.from_settings(settings),
+        scale=DetectorScale.from_settings(settings),
         tracker_embedder=build_tracker_embedder(settings),
         photometry=build_crop_photometry(settings.crop_photometry, settings.crop_levels_clip_pct),
     )

@@ -61,9 +61,11 @@ class RegionDetector(Protocol):
     would use), so frames where people occupy a third of the picture cost about a third."""
 
     def detect_regions(
-        self, images: list[ImageBGR], regions: Sequence[Sequence[Rect] | None]
+        self, images: list[ImageBGR], regions: Sequence[Sequence[Rect] | None],
+        input_sizes: Sequence[int | None] | None = None,
     ) -> list[Detections]:
-        """``regions[i]``: boxes ``x1, y1, x2, y2`` in image ``i``'s pixels to look around; None: all of it."""
+        """``regions[i]``: boxes ``x1, y1, x2, y2`` in image ``i``'s pixels to look around; None: all of it.
+        ``input_sizes[i]``: the network input image ``i`` is fitted into (at most the model's; None: the model's)."""
         ...
 
 

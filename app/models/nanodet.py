@@ -300,7 +300,10 @@ class NanoDetDetector:
     def detect(self, images: list[ImageBGR]) -> list[Detections]:
         return self.detect_regions(images, [None] * len(images))
 
-    def detect_regions(self, images: list[ImageBGR], regions: Sequence[Sequence[Rect] | None]) -> list[Detections]:
+    def detect_regions(
+        self, images: list[ImageBGR], regions: Sequence[Sequence[Rect] | None],
+        input_sizes: Sequence[int | None] | None = None,
+    ) -> list[Detections]:
         """`detect`, looking only around ``regions[i]`` (boxes in image pixels) where it is not None — at the
         scale the whole frame gets: the frame is resized once and windows are cut from it on the network's
         32-pixel grid, so the network sees the same pixels and anchors as in a full look (only the context
@@ -311,7 +314,10 @@ class NanoDetDetector:
         if not images:
             return []
         images = [self._as_bgr(im) for im in images]
-        jobs = [job for i, im in enumerate(images) for job in self._jobs_of(i, im, regions[i])]
+        sizes = list(input_sizes) if input_sizes is not None else [None] * len(images)
+        if len(sizes) != len(images):
+            raise ValueError(f"{len(sizes)} input sizes for {len(images)} images")
+        jobs = [job for i, im in enumerate(images) for job in self._jobs_of(i, im, regions[i], sizes[i])]
         resized: dict[int, ImageBGR] = {}
         per_image: list[list[tuple[FloatArray, FloatArray]]] = [[] for _ in images]
         for shape in dict.fromkeys(j.shape for j in jobs):  # one batch per input shape; cameras of one size share one
@@ -358,8 +364,8 @@ class NanoDetDetector:
             return cast(ImageBGR, cv2.cvtColor(im, cv2.COLOR_BGRA2BGR))
         return im
 
-    def _jobs_of(self, index: int, im: ImageBGR, rects: Sequence[Rect] | None) -> list[_Job]:
-        tiles = self._tiles_of(index, im)
+    def _jobs_of(self, index: int, im: ImageBGR, rects: Sequence[Rect] | None, size: int | None) -> list[_Job]:
+        tiles = self._tiles_of(index, im, size)
         if rects is None or len(tiles) != 1 or not self._dynamic_shape:
             return [_Job(t, input_shape(t, self._dynamic_shape, self.input_size)) for t in tiles]
         t = tiles[0]
@@ -369,10 +375,12 @@ class NanoDetDetector:
             return [_Job(t, full)]
         return [_Job(t, (y1 - y0, x1 - x0), (y0, y1, x0, x1)) for y0, y1, x0, x1 in windows]
 
-    def _tiles_of(self, index: int, im: ImageBGR) -> list[Tile]:
-        """One full-frame tile, or side-by-side tiles sharing ``tile_overlap`` of their width."""
+    def _tiles_of(self, index: int, im: ImageBGR, size: int | None = None) -> list[Tile]:
+        """One full-frame tile, or side-by-side tiles sharing ``tile_overlap`` of their width, scaled to fit
+        ``size`` (at most the model's input size; None: that size)."""
         h, w = im.shape[:2]
-        return plan_tiles(index, w, h, tile_count(self.tiles, w, h), self.tile_overlap, self.input_size)
+        fit = self.input_size if size is None else max(STRIDES[-1], min(size, self.input_size))
+        return plan_tiles(index, w, h, tile_count(self.tiles, w, h), self.tile_overlap, fit)
 
     def _resized(self, im: ImageBGR, t: Tile) -> ImageBGR:
         """The tile's crop at the network's scale (at most its full input's size)."""

@@ -20,6 +20,7 @@ STATE_MODULES = (
     "app.services.crop_photometry",
     "app.services.motion_gate",
     "app.services.detection_regions",
+    "app.services.detector_scale",
     "app.services.still_objects",
     "app.services.reid",
     "app.services.identity",

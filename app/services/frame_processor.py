@@ -21,6 +21,7 @@ from app.models.base import AppearanceEmbedder, Detections, ImageBGR, PersonDete
 from app.services.checkpoint_format import CheckpointFormatError, state_format
 from app.services.crop_photometry import AsRecorded, CropPhotometry
 from app.services.detection_regions import RegionPlanner
+from app.services.detector_scale import DetectorScale
 from app.services.frame_encoder import FrameEncoder
 from app.services.homography import HomographyService
 from app.services.motion_gate import MotionGate
@@ -130,6 +131,7 @@ class FrameProcessor:
         regions: RegionPlanner | None = None,
         photometry: CropPhotometry | None = None,
         still: StillObjects | None = None,
+        scale: DetectorScale | None = None,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
@@ -153,6 +155,8 @@ class FrameProcessor:
         detection, or the resumed task would plan its detection from what it already saw."""
         self._lock = threading.Lock()
         self.still = still
+        self.scale = scale if isinstance(detector, RegionDetector) else None
+        """Each camera's detector input size (`DetectorScale`); None: the model's for all."""
         """Tracks of things that never move, left out (`StillObjects`); None: every track is reported."""
         self.tracked: dict[str, list[TrackedBox]] = {}
         """The camera trackers' output for the last completed frame, before anything was left out (a still object,
@@ -170,7 +174,10 @@ class FrameProcessor:
         gate, last, regions = (
             pickle.loads(before) if before is not None else (self.motion_gate, self._last_detections, self.regions)
         )
-        state = (self.trackers, self.identities, self._described, gate, last, regions, self.photometry, self.still)
+        state = (
+            self.trackers, self.identities, self._described, gate, last, regions, self.photometry, self.still,
+            self.scale,
+        )  # fmt: skip
         saved = {"format": state_format(), "state": state}
         return zlib.compress(pickle.dumps(saved, protocol=pickle.HIGHEST_PROTOCOL), 1)
 
@@ -187,7 +194,7 @@ class FrameProcessor:
                 f"the checkpoint was written by other code (state format {made_by}, this worker {ours}):"
                 " this version cannot resume it; start the task again"
             )
-        trackers, identities, described, gate, last, regions, photometry, still = saved["state"]
+        trackers, identities, described, gate, last, regions, photometry, still, scale = saved["state"]
         if set(trackers) != set(self.trackers):
             raise ValueError(f"checkpoint has cameras {sorted(trackers)}, the task {sorted(self.trackers)}")
         self.trackers, self.identities, self._described = trackers, identities, described
@@ -197,6 +204,8 @@ class FrameProcessor:
         self.photometry = photometry  # the cameras' levels: a resumed task describes people as before
         if self.still is not None and still is not None:
             self.still = still  # the objects it found stay found
+        if self.scale is not None and scale is not None:
+            self.scale = scale  # each camera's input size, as learnt
 
     def process(self, gf: GlobalFrame) -> FrameResult:
         return self.complete(gf, self.detect(gf))
@@ -245,6 +254,10 @@ class FrameProcessor:
                 cid, tracked, [Sighting(t.track_id, t.bbox_xyxy, t.det_index >= 0) for t in tracked],
                 self.identities, gf.timestamp_s,
             )  # fmt: skip
+            if self.scale is not None:  # the people it follows, not every detection (nor a still object's)
+                found = np.asarray(det.boxes, np.float64).reshape(-1, 4)
+                people = [found[tr.det_index] for tr in tracks if 0 <= tr.det_index < len(found)]
+                self.scale.observe(cid, image.shape[:2], [float(b[3] - b[1]) for b in people])
             boxes = np.array([tr.bbox_xyxy for tr in tracks], np.float64).reshape(-1, 4)
             height = image.shape[0]
             per_cam.append((cid, tracks, self.homography.boxes_to_map(cid, boxes, height),
@@ -294,10 +307,10 @@ class FrameProcessor:
             return self._detect_regions(cams, images)
         gate = self.motion_gate
         if gate is None:
-            return self.detector.detect(images) if images else []
+            return self._look(cams, images) if images else []
         run = [i for i, (c, im) in enumerate(zip(cams, images, strict=True))
                if gate.needs_detection(c, im) or c not in self._last_detections]  # fmt: skip
-        fresh = self.detector.detect([images[i] for i in run]) if run else []
+        fresh = self._look([cams[i] for i in run], [images[i] for i in run]) if run else []
         for i, det in zip(run, fresh, strict=True):
             self._last_detections[cams[i]] = det
         return [self._last_detections[c] for c in cams]
@@ -306,10 +319,20 @@ class FrameProcessor:
         planner = self.regions
         assert planner is not None and isinstance(self.detector, RegionDetector)
         regions = [planner.regions(c, im) for c, im in zip(cams, images, strict=True)]
-        found = self.detector.detect_regions(images, regions)
+        found = self.detector.detect_regions(images, regions, self._input_sizes(cams))
         for c, det in zip(cams, found, strict=True):
             planner.detected(c, det)
         return found
+
+    def _look(self, cams: list[str], images: list[ImageBGR]) -> list[Detections]:
+        """Whole frames, each camera at its input size."""
+        if self.scale is None:
+            return self.detector.detect(images)
+        assert isinstance(self.detector, RegionDetector)
+        return self.detector.detect_regions(images, [None] * len(images), self._input_sizes(cams))
+
+    def _input_sizes(self, cams: list[str]) -> list[int | None] | None:
+        return None if self.scale is None else [self.scale.size(c) for c in cams]
 
     def _tracks_to_describe(
         self, frame_no: int, per_cam: list[tuple[str, list[TrackedBox], np.ndarray, np.ndarray]],

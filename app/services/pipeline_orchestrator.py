@@ -29,6 +29,7 @@ from app.core.lifecycle import Components, gpu_summary
 from app.models.registry import build_tracker_embedder
 from app.services.crop_photometry import build_crop_photometry
 from app.services.detection_regions import RegionPlanner
+from app.services.detector_scale import DetectorScale
 from app.services.environments import CameraSpec, EnvironmentSpec
 from app.services.frame_encoder import FrameEncoder, build_encoder
 from app.services.frame_processor import DetectedFrame, EncodedFrame, FrameProcessor, FrameResult, encode_frame
@@ -232,6 +233,7 @@ class PipelineOrchestrator:
             motion_gate=MotionGate.from_settings(s),
             regions=RegionPlanner.from_settings(s),
             still=StillObjects.from_settings(s),
+            scale=DetectorScale.from_settings(s),
             tracker_embedder=build_tracker_embedder(s),
             photometry=build_crop_photometry(s.crop_photometry, s.crop_levels_clip_pct),
         )
