@@ -1,0 +1,137 @@
+"""Each camera's detector input: close views shrink so their people are not too large for NanoDet, far views keep
+the model's size; on real close-view pixels the shrunk input finds the people the model's size scores too low."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.core.config import Settings
+from app.evaluation.tracking_eval import load_dataset
+from app.models.nanodet import DEFAULT_MODEL_PATH, NanoDetDetector
+from app.models.registry import build_embedder
+from app.services.detector_scale import DetectorScale
+from app.services.frame_processor import FrameProcessor
+from app.services.homography import HomographyService
+from app.services.identity import IdentityRegistry
+from app.services.tracking import BotSortCameraTracker
+from app.services.video_data_manager import CameraFrame, GlobalFrame
+from tests.conftest import read_frames, shared
+
+
+def _feed(scale: DetectorScale, cam: str, hw: tuple[int, int], height: float, frames: int, per_frame: int = 2) -> None:
+    for _ in range(frames):
+        scale.observe(cam, hw, [height] * per_frame)
+
+
+def test_close_views_shrink_and_far_views_keep_the_models_size() -> None:
+    scale = DetectorScale(416, max_person_px=96)
+    _feed(scale, "far", (576, 768), 80.0, 40)  # PETS View_001: 80 px people, fitted at 0.54 → 43 px
+    _feed(scale, "close", (480, 384), 170.0, 40)  # a narrow close view: fitted at 0.87 → 147 px
+    assert scale.size("far") is None
+    size = scale.size("close")
+    assert size == 256 and size % 32 == 0
+    assert 170.0 * min(size / 384, size / 480) <= 96  # its people now stand at most 96 network px tall
+    assert 170.0 * min((size + 32) / 384, (size + 32) / 480) > 96  # and it is the largest such size
+    assert scale.size("unseen") is None
+
+
+def test_it_waits_for_enough_people_decides_every_few_seconds_and_never_goes_below_its_floor() -> None:
+    scale = DetectorScale(416, max_person_px=96, min_boxes=20, every=35)
+    _feed(scale, "c", (480, 384), 170.0, 34, per_frame=1)
+    assert scale.size("c") is None  # 34 frames: not yet time
+    _feed(scale, "c", (480, 384), 170.0, 1, per_frame=0)
+    assert scale.size("c") == 256
+    _feed(scale, "c", (480, 384), 60.0, 34, per_frame=10)  # the median falls, but no decision before 35 frames
+    assert scale.size("c") == 256
+    _feed(scale, "c", (480, 384), 60.0, 1, per_frame=10)
+    assert scale.size("c") is None
+    giant = DetectorScale(416, max_person_px=40, min_size=192)
+    _feed(giant, "c", (480, 640), 400.0, 35)
+    assert giant.size("c") == 192
+    quiet = DetectorScale(416)
+    _feed(quiet, "c", (480, 384), 170.0, 100, per_frame=0)  # nobody seen: nothing to go by
+    assert quiet.size("c") is None
+
+
+def test_settings_and_bad_values() -> None:
+    assert DetectorScale.from_settings(Settings(detect_max_person_px=0)) is None
+    made = DetectorScale.from_settings(Settings())
+    assert made is not None and made.input_size == 416 and made.max_person_px == 96
+    for kwargs in ({"max_person_px": 0.0}, {"min_size": 16}, {"min_size": 448}, {"min_boxes": 0}):
+        with pytest.raises(ValueError):
+            DetectorScale(416, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def detector() -> NanoDetDetector:
+    if not DEFAULT_MODEL_PATH.is_file():
+        pytest.skip("app/assets/nanodet.onnx missing")
+    return NanoDetDetector()
+
+
+def _close_view(numbers: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """multiview-val c3's right 384 columns (the n6-val view: people ≈ 170 px tall) with the ground-truth boxes
+    that lie inside it, x1 y1 x2 y2 in its pixels."""
+    gt = np.loadtxt(shared("multiview-val", "gt", "gt_c3.txt"), delimiter=",")
+    out = []
+    for n, image in zip(numbers, read_frames(shared("multiview-val", "c3.mp4"), numbers), strict=True):
+        boxes = gt[gt[:, 0] == n][:, 2:6].copy()
+        boxes[:, 0] -= 256
+        boxes[:, 2:] += boxes[:, :2]
+        inside = (boxes[:, 0] >= 0) & (boxes[:, 2] <= 384)
+        out.append((np.ascontiguousarray(image[:, 256:640]), boxes[inside]))
+    return out
+
+
+def _best_scores(found_boxes: np.ndarray, scores: np.ndarray, truth: np.ndarray) -> list[float]:
+    """Per true box, the best score of a detection covering it at IoU ≥ 0.5 (0: none)."""
+    best = []
+    for t in truth:
+        x0, y0 = np.maximum(t[0], found_boxes[:, 0]), np.maximum(t[1], found_boxes[:, 1])
+        x1, y1 = np.minimum(t[2], found_boxes[:, 2]), np.minimum(t[3], found_boxes[:, 3])
+        inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+        areas = (found_boxes[:, 2] - found_boxes[:, 0]) * (found_boxes[:, 3] - found_boxes[:, 1])
+        iou = inter / ((t[2] - t[0]) * (t[3] - t[1]) + areas - inter)
+        best.append(float(scores[iou >= 0.5].max()) if (iou >= 0.5).any() else 0.0)
+    return best
+
+
+def test_a_shrunk_input_finds_the_close_views_people_in_image_pixels(detector: NanoDetDetector) -> None:
+    """Frames 120, 150 and 200: seven people; at the model's size NanoDet scores at most one of them 0.6 (what a
+    new track needs), at 256 at least four — with boxes in the frame's own pixels (they cover the true boxes)."""
+    views = _close_view([120, 150, 200])
+    at_model = [s for im, truth in views for s in _best_scores(*_found(detector, im, None), truth)]
+    shrunk = [s for im, truth in views for s in _best_scores(*_found(detector, im, 256), truth)]
+    assert len(at_model) == len(shrunk) == 7
+    assert sum(s >= 0.6 for s in at_model) <= 1
+    assert sum(s >= 0.6 for s in shrunk) >= 4
+    with pytest.raises(ValueError, match="input sizes"):
+        detector.detect_regions([views[0][0]], [None], [256, 256])
+
+
+def _found(detector: NanoDetDetector, image: np.ndarray, size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    d = detector.detect_regions([image], [None], [size])[0]
+    return np.asarray(d.boxes, np.float64).reshape(-1, 4), np.asarray(d.scores, np.float64)
+
+
+def test_the_pipeline_shrinks_the_close_view_and_not_the_far_one(detector: NanoDetDetector) -> None:
+    """Two cameras of one processor: multiview-val c3 cut as the n6-val view, and PETS View_001 (far: people 40
+    network px). After 60 frames the close view has a smaller input and the far one the model's."""
+    env = load_dataset(shared("multiview-val")).env
+    embedder = build_embedder(Settings(embedder="part_colour"))
+    processor = FrameProcessor(
+        detector=detector, embedder=embedder,
+        trackers={c: BotSortCameraTracker(7.0, camera_id=c) for c in ("c3", "c1")},
+        homography=HomographyService(env), identities=IdentityRegistry(embedder.dim), scale=DetectorScale(416),
+    )  # fmt: skip
+    numbers = list(range(100, 160))
+    close = [np.ascontiguousarray(im[:, 256:640]) for im in read_frames(shared("multiview-val", "c3.mp4"), numbers)]
+    far = read_frames(shared("pets2009-s2l1", "vtest.avi"), numbers)
+    for i, (a, b) in enumerate(zip(close, far, strict=True)):
+        t = i / 7
+        processor.process(GlobalFrame(i, t, {"c3": CameraFrame("c3", i, t, a), "c1": CameraFrame("c1", i, t, b)}))
+    assert processor.scale is not None
+    size = processor.scale.size("c3")
+    assert size is not None and size < 416
+    assert processor.scale.size("c1") is None
