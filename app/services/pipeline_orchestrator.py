@@ -459,6 +459,8 @@ class PipelineOrchestrator:
         self._done_times.append((now, dict(st.camera_frames)))
         st.persons_now = result.persons
         st.global_ids_total = processor.identities.total_identities
+        if processor.scale is not None:
+            st.detector_input = {c.camera_id: s for c in result.cameras if (s := processor.scale.size(c.camera_id))}
         if self._history is not None:
             self._history.frame(result)
         for k, v in result.stage_ms.items():
@@ -542,7 +544,12 @@ class PipelineOrchestrator:
             "history": self.history.stats() if self.history is not None else None,
             "cpu_percent": psutil.cpu_percent(interval=None),
             "gpu": gpu_summary(),
-            "detector": {"name": det.info.get("name"), "device": det.device, "precision": det.info.get("precision")},
+            "detector": {
+                "name": det.info.get("name"),
+                "device": det.device,
+                "precision": det.info.get("precision"),
+                "input_size": st.detector_input,
+            },
             **(
                 {"worker_id": t.worker_id, "epoch": t.epoch, "resumed_from_frame": t.resumed_from_frame}
                 if self.control is not None

@@ -50,6 +50,8 @@ class TaskStats:
     outside_models_share: float | None = None
     """Share of busy pipeline time not spent in the models (detector, embedder)."""
     jpeg_quality: int | None = None
+    detector_input: dict[str, int] = field(default_factory=dict)
+    """Cameras whose detector input is shrunk (close views, `DetectorScale`): their input size."""
 
 
 @dataclass
