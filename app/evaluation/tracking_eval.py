@@ -113,6 +113,8 @@ class PipelineOutput:
     camera_frames: int
     wall_s: float
     identity_events: dict[str, int] = field(default_factory=dict)
+    detector_input: dict[str, int] = field(default_factory=dict)
+    """Cameras whose detector input was shrunk by the end of the run (`DetectorScale`), and its size."""
 
 
 class OutputCollector:
@@ -217,7 +219,10 @@ def run_pipeline(
                 on_frame(n_global)
     finally:
         reader.close()
-    return collect.output(n_global, n_cam, time.perf_counter() - t0)
+    out = collect.output(n_global, n_cam, time.perf_counter() - t0)
+    if processor.scale is not None:
+        out.detector_input = {c: s for c in env.cameras if (s := processor.scale.size(c)) is not None}
+    return out
 
 
 # -- scoring and the report ---------------------------------------------------------------------------------
@@ -311,12 +316,18 @@ class TrackingReport:
         )
         lines.append(self.summary())
         if self.run:
-            r = self.run
-            lines.append(
-                f"run: {r.get('global_frames')} global frames, {r.get('camera_frames')} camera frames in "
-                f"{r.get('wall_s', 0):.1f} s ({r.get('camera_fps', 0):.1f} camera-frames/s)"
-            )
+            lines.append(run_line(self.run))
         return "\n".join(lines)
+
+
+def run_line(r: dict[str, Any]) -> str:
+    """How the run went: frames, time, and the cameras whose detector input was shrunk."""
+    shrunk = ", ".join(f"{c} {s}" for c, s in (r.get("detector_input") or {}).items())
+    return (
+        f"run: {r.get('global_frames')} global frames, {r.get('camera_frames')} camera frames in "
+        f"{r.get('wall_s', 0):.1f} s ({r.get('camera_fps', 0):.1f} camera-frames/s)"
+        + (f"; detector input shrunk: {shrunk}" if shrunk else "")
+    )
 
 
 def identities_line(run: dict[str, Any]) -> str:
@@ -339,11 +350,7 @@ class UnlabelledReport:
         return f"{self.dataset}: no ground truth; {identities_line(self.run)}"
 
     def table(self) -> str:
-        r = self.run
-        return (
-            f"{self.summary()}\nrun: {r.get('global_frames')} global frames, {r.get('camera_frames')} camera frames "
-            f"in {r.get('wall_s', 0):.1f} s ({r.get('camera_fps', 0):.1f} camera-frames/s)"
-        )
+        return f"{self.summary()}\n{run_line(self.run)}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "cameras": self.cameras, "summary": self.summary(), "run": self.run}
@@ -396,6 +403,7 @@ def _run_facts(out: PipelineOutput) -> dict[str, Any]:
         "wall_s": round(out.wall_s, 2),
         "camera_fps": round(fps, 2),
         "identity_events": out.identity_events,
+        "detector_input": out.detector_input,
     }
 
 
