@@ -133,9 +133,9 @@ def test_the_pipeline_with_regions_tracks_the_people_a_full_look_tracks(monkeypa
     looks: list[int] = []
     real = NanoDetDetector.detect_regions
 
-    def counted(self: NanoDetDetector, images: list, regions: list) -> list[Detections]:
+    def counted(self: NanoDetDetector, images: list, regions: list, sizes: list | None = None) -> list[Detections]:
         looks.extend(0 if r is None else 1 for r in regions)  # 1: a look at windows only
-        return real(self, images, regions)
+        return real(self, images, regions, sizes)
 
     monkeypatch.setattr(NanoDetDetector, "detect_regions", counted)
     full = run_pipeline(dataset, Settings(detect_regions=False), max_frames=24)
