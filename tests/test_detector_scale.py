@@ -36,6 +36,17 @@ def test_close_views_shrink_and_far_views_keep_the_models_size() -> None:
     assert scale.size("unseen") is None
 
 
+def test_a_wide_frame_is_judged_by_the_tiles_the_detector_cuts_it_into() -> None:
+    """1920×1080: the detector looks at it as two tiles of 1067×1080 (scale 0.385 at 416), so people 300 px tall
+    stand 116 network px there — shrunk — though the whole frame fitted into 416 would make them 65 px."""
+    tiled = DetectorScale(416, tiles="auto", tile_overlap=0.2)
+    _feed(tiled, "c", (1080, 1920), 300.0, 40)
+    assert tiled.size("c") == 320
+    whole = DetectorScale(416, tiles="1")
+    _feed(whole, "c", (1080, 1920), 300.0, 40)
+    assert whole.size("c") is None
+
+
 def test_it_waits_for_enough_people_decides_every_few_seconds_and_never_goes_below_its_floor() -> None:
     scale = DetectorScale(416, max_person_px=96, min_boxes=20, every=35)
     _feed(scale, "c", (480, 384), 170.0, 34, per_frame=1)

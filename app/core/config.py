@@ -259,7 +259,7 @@ class Settings(BaseSettings):
     detect_regions_full_every: Annotated[int, Field(ge=1)] = 8
     detect_max_person_px: Annotated[float, Field(ge=0.0)] = 96.0
     """Per camera, the detector input shrinks (in steps of 32, from ``nanodet_input_size``) until the median height
-    of the camera's detections is at most this many network pixels: NanoDet scores people that look larger low
+    of the people its tracks match is at most this many network pixels: NanoDet scores people that look larger low
     (close views; `app.services.detector_scale`, docs/accuracy.md). 0: every camera at the model's size."""
     detect_regions_margin: Annotated[int, Field(ge=0, le=416)] = 48
     """Network-input pixels of context around each region (48: the boxes of a full look; less is cheaper and

@@ -5,9 +5,9 @@ it scores well; a close view (people 170 px tall in a 480-px frame, or a narrow 
 them 110–150 px tall, and there it scores most people below the 0.6 a new track needs: on the labelled sets' closest
 view 19–29 % of people reached 0.6 at 416 against 60–94 % with the frame shrunk so people stand about 100 px tall,
 while shrinking a far camera the same way lost a quarter of its people (docs/accuracy.md). So the input is chosen
-per camera: from the median height of the camera's recent detections, the largest input (a multiple of 32, at most
-the model's) at which that median stays within ``max_person_px`` network pixels; cameras whose people already fit
-keep the model's size.
+per camera: from the median height of the people the camera's tracks recently matched, the largest input (a
+multiple of 32, at most the model's) at which that median stays within ``max_person_px`` network pixels (through
+the detector's own tiling of the frame); cameras whose people already fit keep the model's size.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from app.models.tiling import plan_tiles, tile_count
 
 if TYPE_CHECKING:
     from app.core.config import Settings
@@ -35,7 +37,7 @@ class _Camera:
 
 @dataclass(slots=True)
 class DetectorScale:
-    """Per camera, the detector input size (None: the model's own) from the heights of its recent detections."""
+    """Per camera, the detector input size (None: the model's own) from the heights of the people it recently saw."""
 
     input_size: int
     """The model's input size: the largest a camera gets."""
@@ -47,6 +49,9 @@ class DetectorScale:
     """No change before this many detections."""
     every: int = 35
     """Frames between decisions (5 s at 7 fps): the size does not flicker as the median moves."""
+    tiles: str = "auto"
+    tile_overlap: float = 0.2
+    """How the detector cuts a frame (`tiling`): a wide frame's tiles set its scale, not its whole width."""
     _cameras: dict[str, _Camera] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -57,7 +62,10 @@ class DetectorScale:
     def from_settings(cls, s: Settings) -> DetectorScale | None:
         if s.detect_max_person_px <= 0:
             return None
-        return cls(s.nanodet_input_size, s.detect_max_person_px, min(s.nanodet_input_size, 192))
+        return cls(
+            s.nanodet_input_size, s.detect_max_person_px, min(s.nanodet_input_size, 192),
+            tiles=s.nanodet_tiles, tile_overlap=s.nanodet_tile_overlap,
+        )  # fmt: skip
 
     def size(self, camera_id: str) -> int | None:
         cam = self._cameras.get(camera_id)
@@ -75,7 +83,8 @@ class DetectorScale:
             return
         cam.since = 0
         h, w = frame_hw
-        fit = min(self.input_size / w, self.input_size / h)  # the scale the model's size gives this frame
+        count = tile_count(self.tiles, w, h)
+        fit = plan_tiles(0, w, h, count, self.tile_overlap, self.input_size)[0].scale  # at the model's size
         median = float(np.median(cam.heights))
         if median * fit <= self.max_person_px:
             cam.size = None
