@@ -4,10 +4,14 @@ import os
 import socket
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from app.models.nanodet import NanoDetDetector
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -46,3 +50,13 @@ def require_service(name: str, host: str, port: int) -> None:
     if os.environ.get("CI"):
         pytest.fail(message + " (CI must run this test: .ci/run starts the service)")
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def nanodet() -> NanoDetDetector:
+    """The shipped NanoDet detector, loaded once for the session (skips where the model file is missing)."""
+    from app.models.nanodet import DEFAULT_MODEL_PATH, NanoDetDetector
+
+    if not DEFAULT_MODEL_PATH.is_file():
+        pytest.skip("app/assets/nanodet.onnx missing")
+    return NanoDetDetector()

@@ -8,7 +8,7 @@ import pytest
 
 from app.core.config import Settings
 from app.evaluation.tracking_eval import load_dataset
-from app.models.nanodet import DEFAULT_MODEL_PATH, NanoDetDetector
+from app.models.nanodet import NanoDetDetector
 from app.models.registry import build_embedder
 from app.services.detector_scale import DetectorScale
 from app.services.frame_processor import FrameProcessor
@@ -74,13 +74,6 @@ def test_settings_and_bad_values() -> None:
             DetectorScale(416, **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module")
-def detector() -> NanoDetDetector:
-    if not DEFAULT_MODEL_PATH.is_file():
-        pytest.skip("app/assets/nanodet.onnx missing")
-    return NanoDetDetector()
-
-
 def _close_view(numbers: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
     """multiview-val c3's right 384 columns (the n6-val view: people ≈ 170 px tall) with the ground-truth boxes
     that lie inside it, x1 y1 x2 y2 in its pixels."""
@@ -108,17 +101,17 @@ def _best_scores(found_boxes: np.ndarray, scores: np.ndarray, truth: np.ndarray)
     return best
 
 
-def test_a_shrunk_input_finds_the_close_views_people_in_image_pixels(detector: NanoDetDetector) -> None:
+def test_a_shrunk_input_finds_the_close_views_people_in_image_pixels(nanodet: NanoDetDetector) -> None:
     """Frames 120, 150 and 200: seven people; at the model's size NanoDet scores at most one of them 0.6 (what a
     new track needs), at 256 at least four — with boxes in the frame's own pixels (they cover the true boxes)."""
     views = _close_view([120, 150, 200])
-    at_model = [s for im, truth in views for s in _best_scores(*_found(detector, im, None), truth)]
-    shrunk = [s for im, truth in views for s in _best_scores(*_found(detector, im, 256), truth)]
+    at_model = [s for im, truth in views for s in _best_scores(*_found(nanodet, im, None), truth)]
+    shrunk = [s for im, truth in views for s in _best_scores(*_found(nanodet, im, 256), truth)]
     assert len(at_model) == len(shrunk) == 7
     assert sum(s >= 0.6 for s in at_model) <= 1
     assert sum(s >= 0.6 for s in shrunk) >= 4
     with pytest.raises(ValueError, match="input sizes"):
-        detector.detect_regions([views[0][0]], [None], [256, 256])
+        nanodet.detect_regions([views[0][0]], [None], [256, 256])
 
 
 def _found(detector: NanoDetDetector, image: np.ndarray, size: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -126,13 +119,13 @@ def _found(detector: NanoDetDetector, image: np.ndarray, size: int | None) -> tu
     return np.asarray(d.boxes, np.float64).reshape(-1, 4), np.asarray(d.scores, np.float64)
 
 
-def test_the_pipeline_shrinks_the_close_view_and_not_the_far_one(detector: NanoDetDetector) -> None:
+def test_the_pipeline_shrinks_the_close_view_and_not_the_far_one(nanodet: NanoDetDetector) -> None:
     """Two cameras of one processor: multiview-val c3 cut as the n6-val view, and PETS View_001 (far: people 40
     network px). After 60 frames the close view has a smaller input and the far one the model's."""
     env = load_dataset(shared("multiview-val")).env
     embedder = build_embedder(Settings(embedder="part_colour"))
     processor = FrameProcessor(
-        detector=detector, embedder=embedder,
+        detector=nanodet, embedder=embedder,
         trackers={c: BotSortCameraTracker(7.0, camera_id=c) for c in ("c3", "c1")},
         homography=HomographyService(env), identities=IdentityRegistry(embedder.dim), scale=DetectorScale(416),
     )  # fmt: skip

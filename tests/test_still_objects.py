@@ -10,7 +10,7 @@ import pytest
 
 from app.core.config import Settings
 from app.evaluation.tracking_eval import load_dataset
-from app.models.nanodet import DEFAULT_MODEL_PATH, NanoDetDetector
+from app.models.nanodet import NanoDetDetector
 from app.models.registry import build_embedder
 from app.services.frame_processor import FrameProcessor
 from app.services.homography import HomographyService
@@ -104,13 +104,6 @@ def test_a_discarded_track_takes_its_identity_with_it_unless_another_track_carri
     assert [e.kind for e in registry.drain_events()] == [IdentityEventKind.MATCHED]  # c2's track, at 0.6
 
 
-@pytest.fixture(scope="module")
-def detector() -> NanoDetDetector:
-    if not DEFAULT_MODEL_PATH.is_file():
-        pytest.skip("app/assets/nanodet.onnx missing")
-    return NanoDetDetector()
-
-
 def _processor(detector: NanoDetDetector, dataset: str, cam: str) -> FrameProcessor:
     env = load_dataset(shared(dataset)).env
     embedder = build_embedder(Settings(embedder="part_colour"))
@@ -120,13 +113,13 @@ def _processor(detector: NanoDetDetector, dataset: str, cam: str) -> FrameProces
     )  # fmt: skip
 
 
-def test_the_pipeline_stops_reporting_a_sprinkler_taken_for_a_person(detector: NanoDetDetector) -> None:
+def test_the_pipeline_stops_reporting_a_sprinkler_taken_for_a_person(nanodet: NanoDetDetector) -> None:
     """multiview-val c3, frame 300, its right 384 columns (as the n6-val view): nobody there but the sprinkler,
     which NanoDet scores ≈ 0.6. Played as a still picture for 8 s, it is reported at first, then no more, and
     its id is reported lost."""
     (image,) = read_frames(shared("multiview-val", "c3.mp4"), [300])
     image = np.ascontiguousarray(image[:, 256:640])
-    processor = _processor(detector, "multiview-val", "c3")
+    processor = _processor(nanodet, "multiview-val", "c3")
     reported, events = [], []
     for i in range(56):
         r = processor.process(GlobalFrame(i, i / FPS, {"c3": CameraFrame("c3", i, i / FPS, image)}))
@@ -143,12 +136,12 @@ def test_the_pipeline_stops_reporting_a_sprinkler_taken_for_a_person(detector: N
     assert len(processor.still.spots("c3")) == 1  # type: ignore[union-attr]
 
 
-def test_the_pipeline_keeps_reporting_a_person_who_stands_still(detector: NanoDetDetector) -> None:
+def test_the_pipeline_keeps_reporting_a_person_who_stands_still(nanodet: NanoDetDetector) -> None:
     """multiview-val c1, frames 34–110: a person stands and talks for 11 s (their box keeps an IoU above 0.7 with
     where it started for 5 s, the stillest person of the labelled sets); they are reported all along."""
     numbers = list(range(34, 111))
     frames = read_frames(shared("multiview-val", "c1.mp4"), numbers)
-    processor = _processor(detector, "multiview-val", "c1")
+    processor = _processor(nanodet, "multiview-val", "c1")
     for i, image in enumerate(frames):
         r = processor.process(GlobalFrame(i, i / FPS, {"c1": CameraFrame("c1", i, i / FPS, image)}))
         (cam,) = r.cameras
