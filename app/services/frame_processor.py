@@ -155,9 +155,9 @@ class FrameProcessor:
         detection, or the resumed task would plan its detection from what it already saw."""
         self._lock = threading.Lock()
         self.still = still
+        """Tracks of things that never move, left out (`StillObjects`); None: every track is reported."""
         self.scale = scale if isinstance(detector, RegionDetector) else None
         """Each camera's detector input size (`DetectorScale`); None: the model's for all."""
-        """Tracks of things that never move, left out (`StillObjects`); None: every track is reported."""
         self.tracked: dict[str, list[TrackedBox]] = {}
         """The camera trackers' output for the last completed frame, before anything was left out (a still object,
         a person not shown yet): what a recording of the identity layer's inputs needs (`identity_replay`)."""
