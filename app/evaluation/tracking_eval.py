@@ -114,7 +114,9 @@ class PipelineOutput:
     wall_s: float
     identity_events: dict[str, int] = field(default_factory=dict)
     detector_input: dict[str, int] = field(default_factory=dict)
-    """Cameras whose detector input was shrunk by the end of the run (`DetectorScale`), and its size."""
+    """Cameras whose detector input was changed by the end of the run (`DetectorScale`), and its size."""
+    detector_model_input: int | None = None
+    """The size the others got (the model's)."""
 
 
 class OutputCollector:
@@ -222,6 +224,7 @@ def run_pipeline(
     out = collect.output(n_global, n_cam, time.perf_counter() - t0)
     if processor.scale is not None:
         out.detector_input = {c: s for c in env.cameras if (s := processor.scale.size(c)) is not None}
+        out.detector_model_input = processor.scale.input_size
     return out
 
 
@@ -321,12 +324,16 @@ class TrackingReport:
 
 
 def run_line(r: dict[str, Any]) -> str:
-    """How the run went: frames, time, and the cameras whose detector input was shrunk."""
-    shrunk = ", ".join(f"{c} {s}" for c, s in (r.get("detector_input") or {}).items())
+    """How the run went: frames, time, and the cameras whose detector input was shrunk or enlarged."""
+    sizes = r.get("detector_input") or {}
+    base = r.get("detector_model_input") or 0
+    shrunk = ", ".join(f"{c} {s}" for c, s in sizes.items() if s < base)
+    grown = ", ".join(f"{c} {s}" for c, s in sizes.items() if s > base)
     return (
         f"run: {r.get('global_frames')} global frames, {r.get('camera_frames')} camera frames in "
         f"{r.get('wall_s', 0):.1f} s ({r.get('camera_fps', 0):.1f} camera-frames/s)"
         + (f"; detector input shrunk: {shrunk}" if shrunk else "")
+        + (f"; detector input enlarged: {grown}" if grown else "")
     )
 
 
@@ -404,6 +411,7 @@ def _run_facts(out: PipelineOutput) -> dict[str, Any]:
         "camera_fps": round(fps, 2),
         "identity_events": out.identity_events,
         "detector_input": out.detector_input,
+        "detector_model_input": out.detector_model_input,
     }
 
 

@@ -60,12 +60,18 @@ class RegionDetector(Protocol):
     """A detector that can look only where it is told (around regions of each image, at the scale a full look
     would use), so frames where people occupy a third of the picture cost about a third."""
 
+    @property
+    def largest_input(self) -> int:
+        """The largest ``input_sizes`` entry it honours (larger ones are clipped to it)."""
+        ...
+
     def detect_regions(
         self, images: list[ImageBGR], regions: Sequence[Sequence[Rect] | None],
         input_sizes: Sequence[int | None] | None = None,
     ) -> list[Detections]:
         """``regions[i]``: boxes ``x1, y1, x2, y2`` in image ``i``'s pixels to look around; None: all of it.
-        ``input_sizes[i]``: the network input image ``i`` is fitted into (at most the model's; None: the model's)."""
+        ``input_sizes[i]``: the network input image ``i`` is fitted into (at most ``largest_input``; None: the
+        model's own size)."""
         ...
 
 

@@ -211,6 +211,7 @@ class NanoDetDetector:
         input_fit: bool = True,
         input_size: int = INPUT_SIZE,
         region_margin: int = REGION_MARGIN,
+        max_input_size: int | None = None,
     ) -> None:
         if precision not in ("fp32", "int8", "bf16"):
             raise ValueError(f"precision must be 'fp32', 'int8' or 'bf16', not {precision!r}")
@@ -238,6 +239,12 @@ class NanoDetDetector:
         if input_size % STRIDES[-1] or not 128 <= input_size <= 1024:
             raise ValueError(f"input_size must be a multiple of {STRIDES[-1]} in 128..1024, not {input_size}")
         self.input_size = input_size
+        top = input_size if max_input_size is None else max_input_size
+        if top % STRIDES[-1] or not input_size <= top <= 1024:
+            raise ValueError(f"max_input_size must be a multiple of {STRIDES[-1]} in {input_size}..1024, not {top}")
+        self.max_input_size = top
+        """Largest size a caller may ask for per image (`detect_regions`' ``input_sizes``): a camera whose people
+        are small is enlarged up to it (`DetectorScale`); a model file with a fixed input stays at ``input_size``."""
         if region_margin < 0:
             raise ValueError(f"region_margin must be >= 0, not {region_margin}")
         self.region_margin = region_margin
@@ -290,6 +297,8 @@ class NanoDetDetector:
             input_fit=settings.nanodet_input == "fit",
             input_size=settings.nanodet_input_size,
             region_margin=settings.detect_regions_margin,
+            max_input_size=max(settings.nanodet_input_size, settings.detect_max_input_size)
+            if settings.detect_min_person_px > 0 else None,
         )
 
     # -- public -------------------------------------------------------------------------------------
@@ -367,25 +376,30 @@ class NanoDetDetector:
     def _jobs_of(self, index: int, im: ImageBGR, rects: Sequence[Rect] | None, size: int | None) -> list[_Job]:
         tiles = self._tiles_of(index, im, size)
         if rects is None or len(tiles) != 1 or not self._dynamic_shape:
-            return [_Job(t, input_shape(t, self._dynamic_shape, self.input_size)) for t in tiles]
+            return [_Job(t, input_shape(t, self._dynamic_shape, self.largest_input)) for t in tiles]
         t = tiles[0]
-        full = input_shape(t, True, self.input_size)
+        full = input_shape(t, True, self.largest_input)
         windows = region_windows(rects, t.scale, full, self.region_margin)
         if windows is None:
             return [_Job(t, full)]
         return [_Job(t, (y1 - y0, x1 - x0), (y0, y1, x0, x1)) for y0, y1, x0, x1 in windows]
 
+    @property
+    def largest_input(self) -> int:
+        """The largest input side: ``max_input_size`` where the model takes any shape, else its fixed size."""
+        return self.max_input_size if self._dynamic_shape else self.input_size
+
     def _tiles_of(self, index: int, im: ImageBGR, size: int | None = None) -> list[Tile]:
         """One full-frame tile, or side-by-side tiles sharing ``tile_overlap`` of their width, scaled to fit
-        ``size`` (at most the model's input size; None: that size)."""
+        ``size`` (at most ``max_input_size``; None: the model's input size)."""
         h, w = im.shape[:2]
-        fit = self.input_size if size is None else max(STRIDES[-1], min(size, self.input_size))
+        fit = self.input_size if size is None else max(STRIDES[-1], min(size, self.largest_input))
         return plan_tiles(index, w, h, tile_count(self.tiles, w, h), self.tile_overlap, fit)
 
     def _resized(self, im: ImageBGR, t: Tile) -> ImageBGR:
         """The tile's crop at the network's scale (at most its full input's size)."""
         crop = im[t.y0 : t.y1, t.x0 : t.x1]
-        limit_h, limit_w = input_shape(t, self._dynamic_shape, self.input_size)
+        limit_h, limit_w = input_shape(t, self._dynamic_shape, self.largest_input)
         rw = min(limit_w, round((t.x1 - t.x0) * t.scale))
         rh = min(limit_h, round((t.y1 - t.y0) * t.scale))
         interpolation = cv2.INTER_LINEAR if t.scale > 1 else cv2.INTER_AREA

@@ -157,6 +157,9 @@ class FrameProcessor:
         self.still = still
         """Tracks of things that never move, left out (`StillObjects`); None: every track is reported."""
         self.scale = scale if isinstance(detector, RegionDetector) else None
+        if self.scale is not None and self.scale.max_size is not None:
+            assert isinstance(detector, RegionDetector)
+            self.scale.max_size = max(self.scale.input_size, min(self.scale.max_size, detector.largest_input))
         """Each camera's detector input size (`DetectorScale`); None: the model's for all."""
         self.tracked: dict[str, list[TrackedBox]] = {}
         """The camera trackers' output for the last completed frame, before anything was left out (a still object,

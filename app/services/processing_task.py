@@ -51,7 +51,7 @@ class TaskStats:
     """Share of busy pipeline time not spent in the models (detector, embedder)."""
     jpeg_quality: int | None = None
     detector_input: dict[str, int] = field(default_factory=dict)
-    """Cameras whose detector input is shrunk (close views, `DetectorScale`): their input size."""
+    """Cameras whose detector input is shrunk (close views) or enlarged (far views; `DetectorScale`): its size."""
 
 
 @dataclass
