@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from app.core.config import Settings
 from app.evaluation.mot_metrics import Sequence, reentry_stats
 from app.models.part_colour import PartColourEmbedder
 from app.services.identity import IdentityEventKind, IdentityRegistry, Observation, ReIdConfig
 from app.services.identity.reentry import (
+    LOOKS_PRIORS,
     AppearanceEvidence,
     Exit,
     MotionEvidence,
@@ -400,3 +402,62 @@ def test_fused_embedder_cosine_is_the_weighted_mean_of_its_parts(weight: float) 
         ef = v[:, pc.shape[1]:] / np.sqrt(1 - weight)
         expect = weight * float(pc[0] @ pc[1]) + (1 - weight) * float(ef[0] @ ef[1])
         assert float(v[0] @ v[1]) == pytest.approx(expect, abs=1e-4)
+
+
+def _early_return(prior: tuple[float, float, float] | None, returner_look: np.ndarray) -> tuple[int | None, set]:
+    """Two people walk; after 2 s person A (walking east at 1 m/s) leaves every view, and 6 s later someone
+    enters where A's walk leads — before the scene has the pairs to calibrate looks on its own. Returns A's id
+    and the ids the newcomer got."""
+    linking = ReentryConfig(window_s=6.0, min_samples=3, looks_prior=prior)
+    reg = IdentityRegistry(DIM, ReIdConfig(reentry=linking, lost_after_s=2.0, match_threshold=0.999))
+    a, b = person_look(1), person_look(2)
+    before = walk(reg, {0: (a, (0.0, 40.0), (1.0, 0.0)), 1: (b, (0.0, 10.0), (0.0, 0.5))}, 0.0, 2.0, track_base=0)
+    walk(reg, {1: (b, (0.0, 10.0), (0.0, 0.5))}, 2.0, 6.0, track_base=0)
+    after = walk(reg, {1: (b, (0.0, 10.0), (0.0, 0.5)), 5: (returner_look, (8.0, 40.0), (1.0, 0.0))}, 8.0, 3.0,
+                 track_base=0, since={5: 8.0})  # fmt: skip
+    assert not (len(reg.appearance_evidence.same) >= 8 and len(reg.appearance_evidence.different) >= 8)
+    return next(iter(before[0])), after[5]
+
+
+def test_looks_count_from_a_task_s_first_seconds_with_a_prior() -> None:
+    """Where the walk leads after 6 s is not enough on its own (log-odds about 1.6 < 2); the same looks are.
+    Without a prior the scene has no calibration yet and A gets a new id; with one A keeps it, and a stranger
+    entering at that spot still gets their own."""
+    prior = LOOKS_PRIORS["fused"]
+    old, ids = _early_return(None, person_look(1))
+    assert old not in ids
+    old, ids = _early_return(prior, person_look(1))
+    assert ids == {old}
+    old, ids = _early_return(prior, person_look(9))
+    assert old not in ids and len(ids) == 1
+
+
+def test_a_looks_prior_gives_way_to_the_scene_s_own_pairs() -> None:
+    cfg = ReentryConfig(looks_prior=(0.55, -0.1, 0.3), looks_prior_pairs=24)
+    ev = AppearanceEvidence(cfg)
+    assert ev.calibrated and ev.log_odds(0.8) > 0 > ev.log_odds(-0.3)  # from the start, before any pair
+    assert ev.log_odds(0.65) > 0
+    for i in range(200):  # a scene whose people look more alike: different people ~0.6, the same ~0.9
+        ev.same.put((i,), 0.9 + 0.0005 * (i % 20))
+        ev.different.put((i, 1000), 0.6 + 0.0005 * (i % 20))
+    assert ev.log_odds(0.65) < 0 < ev.log_odds(0.85)
+    flat = AppearanceEvidence(cfg)
+    for i in range(200):  # no separation in this scene: it outweighs the prior and looks are ignored
+        flat.same.put((i,), 0.1)
+        flat.different.put((i, 1000), 0.3)
+    assert flat.log_odds(0.9) == 0.0
+
+
+def test_the_looks_prior_is_used_only_for_the_descriptor_it_was_measured_on() -> None:
+    def prior(**kw: object) -> object:
+        cfg = ReIdConfig.from_settings(Settings(**kw))
+        assert cfg.reentry is not None
+        return cfg.reentry.looks_prior
+
+    assert prior() == LOOKS_PRIORS["fused"]  # auto: the camera-centred fused descriptor
+    assert prior(embedder="fused") == LOOKS_PRIORS["fused"]
+    assert prior(reid_looks_prior_pairs=0) is None
+    assert prior(embedder="efficientnet_lite0") is None
+    assert prior(reid_camera_centring=False) is None
+    with pytest.raises(ValueError):
+        ReentryConfig(looks_prior=(0.1, 0.5, 0.3))

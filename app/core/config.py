@@ -209,6 +209,11 @@ class Settings(BaseSettings):
     each camera's colours were levelled, when looks said less; docs/accuracy.md)."""
     reid_reentry_margin: Annotated[float, Field(ge=0.0)] = 1.0
     """A link must lead the runner-up on either side by this many log-odds."""
+    reid_looks_prior_pairs: Annotated[int, Field(ge=0)] = 24
+    """How many pairs of the scene's own the looks' starting calibration weighs as (`LOOKS_PRIORS`, fitted on other
+    scenes, for the camera-centred ``fused`` descriptor): looks count from a task's first seconds instead of after
+    some 8–20 s, and the scene's own pairs take over as they come (docs/accuracy.md). 0, another embedder or no
+    camera centring: looks wait for the scene's own pairs."""
     reid_swap_log_odds: float = 6.0
     """Two people who came within 2 m and now each look like the other did (learnt appearance log-odds for
     "swapped" over "as they are", both identities together) get their identities back (`crossings`; ≤ 0: off;

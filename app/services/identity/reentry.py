@@ -35,6 +35,12 @@ from app.models.base import FloatArray
 XY = tuple[float, float]
 BIRTH_PRIOR = 5.0
 
+LOOKS_PRIORS: dict[str, tuple[float, float, float]] = {"fused": (0.557, -0.097, 0.294)}
+"""Per embedder (camera-centred), what a scene's calibration pairs end up showing: the same person's mean cosine,
+different people's, and their pooled spread. ``fused``: the mean of the end-of-task fits on the four dev-derived
+sets (multiview-dev, narrow-dev, n4-dev, n6-dev); the four val-derived sets give 0.561 / −0.086 / 0.292
+(docs/accuracy.md). A task starts from it instead of from nothing, so looks count from its first seconds."""
+
 
 @dataclass(slots=True, frozen=True)
 class ReentryConfig:
@@ -74,6 +80,11 @@ class ReentryConfig:
     max_pairs: int = 2000
     appearance_clip: float = 3.0
     """Most log-odds appearance may add or remove."""
+    looks_prior: tuple[float, float, float] | None = None
+    """Same-person mean, different-people mean and pooled spread of the looks' cosine to start from
+    (`LOOKS_PRIORS`); None: looks count for nothing until each side has ``min_pairs`` pairs of the scene's own."""
+    looks_prior_pairs: int = 24
+    """Pairs the prior weighs as, on each side, against the scene's own (which outweigh it after a few dozen)."""
 
     def __post_init__(self) -> None:
         samples = min(self.min_samples, self.newcomer_min_samples)
@@ -81,6 +92,10 @@ class ReentryConfig:
             raise ValueError("reentry window, gap, samples and pair counts must be positive")
         if self.position_sigma_m <= 0 or self.walk_noise_m2ps3 < 0 or self.scene_area_m2 <= 0 or self.margin < 0:
             raise ValueError("reentry sigma and scene area must be > 0, walk noise and margin >= 0")
+        if self.looks_prior is not None and (
+            self.looks_prior_pairs < 1 or self.looks_prior[2] <= 0 or self.looks_prior[0] <= self.looks_prior[1]
+        ):
+            raise ValueError("a looks prior needs pairs >= 1, a spread > 0 and the same-person mean above the other")
 
 
 class AppearanceMean:
@@ -152,8 +167,10 @@ class AppearanceEvidence:
     """Log-likelihood ratio of a similarity under "same person" vs "different people", both learnt online.
 
     Each side is a normal fit of its pairs with a pooled spread (a linear ratio: monotone in the similarity, no
-    artefacts in the tails), clipped to ``± clip``. Zero until both sides have ``min_pairs`` pairs, and zero when
-    the scene shows no separation (same-person pairs no more alike than different ones)."""
+    artefacts in the tails), clipped to ``± clip``. Without a prior: zero until both sides have ``min_pairs``
+    pairs. With one (``looks_prior``), its means and spread count as ``looks_prior_pairs`` pairs on each side,
+    pooled with the scene's own, so looks speak from the start and the scene takes over as its pairs come. Zero
+    whenever the result shows no separation (same-person pairs no more alike than different ones)."""
 
     def __init__(self, cfg: ReentryConfig) -> None:
         self.cfg = cfg
@@ -165,19 +182,33 @@ class AppearanceEvidence:
 
     @property
     def calibrated(self) -> bool:
-        return len(self.same) >= self.cfg.min_pairs and len(self.different) >= self.cfg.min_pairs
+        own = len(self.same) >= self.cfg.min_pairs and len(self.different) >= self.cfg.min_pairs
+        return own or self.cfg.looks_prior is not None
 
     def _params(self) -> tuple[float, float, float] | None:
         versions = (self.same.version, self.different.version)
         if versions != self._fit_at:
             self._fit_at = versions
             self._fit = None
-            if self.calibrated:
+            if self.cfg.looks_prior is not None:
+                self._fit = self._with_prior(self.cfg.looks_prior, self.cfg.looks_prior_pairs)
+            elif self.calibrated:
                 s, d = self.same.values(), self.different.values()
                 var = (s.var() * (len(s) - 1) + d.var() * (len(d) - 1)) / max(1, len(s) + len(d) - 2)
                 if s.mean() > d.mean() and var > 0:
                     self._fit = (float(s.mean()), float(d.mean()), float(max(var, 1e-4)))
         return self._fit
+
+    def _with_prior(self, prior: tuple[float, float, float], k: int) -> tuple[float, float, float] | None:
+        """Means and pooled variance of the scene's pairs plus ``k`` pseudo-pairs per side drawn from the prior."""
+        mu_s0, mu_d0, sd0 = prior
+        s, d = self.same.values(), self.different.values()
+        mu_s = (k * mu_s0 + float(s.sum())) / (k + len(s))
+        mu_d = (k * mu_d0 + float(d.sum())) / (k + len(d))
+        scatter = k * (2 * sd0 * sd0 + (mu_s0 - mu_s) ** 2 + (mu_d0 - mu_d) ** 2)
+        scatter += float(((s - mu_s) ** 2).sum() + ((d - mu_d) ** 2).sum())
+        var = scatter / (2 * k + len(s) + len(d))
+        return (mu_s, mu_d, max(var, 1e-4)) if mu_s > mu_d else None
 
     def log_odds(self, sim: float) -> float:
         p = self._params()

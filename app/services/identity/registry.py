@@ -38,6 +38,7 @@ from app.services.identity.events import IdentityEvent, IdentityEventKind, Ident
 from app.services.identity.gallery import AppearanceGallery, FaissGallery
 from app.services.identity.geometry import XY, GeometryConfig, GeometryGate
 from app.services.identity.reentry import (
+    LOOKS_PRIORS,
     AppearanceEvidence,
     AppearanceMean,
     Exit,
@@ -161,6 +162,8 @@ class ReIdConfig:
                 max_gap_s=s.reid_reentry_max_gap_s,
                 link_log_odds=s.reid_reentry_link_log_odds,
                 margin=s.reid_reentry_margin,
+                looks_prior=_looks_prior(s),
+                looks_prior_pairs=max(1, s.reid_looks_prior_pairs),
             )
             if s.reid_reentry
             else None,
@@ -937,6 +940,14 @@ class IdentityRegistry:
                     self._gone_unseen.add(ident.gid)
         for k in [k for k, t in self._tracks.items() if now_s - t.last_s > TRACK_FORGET_S]:
             self.forget_track(*k)
+
+
+def _looks_prior(s: Settings) -> tuple[float, float, float] | None:
+    """The starting calibration of the looks for the descriptor the settings make (camera-centred only: the
+    priors were measured on centred descriptors)."""
+    if s.reid_looks_prior_pairs <= 0 or not s.reid_camera_centring:
+        return None
+    return LOOKS_PRIORS.get("fused" if s.embedder == "auto" else s.embedder)
 
 
 def _occluded(observations: list[Observation]) -> set[TrackKey]:
