@@ -88,7 +88,7 @@ def test_settings_and_bad_values() -> None:
     assert DetectorScale.from_settings(Settings(detect_max_person_px=0, detect_min_person_px=0)) is None
     made = DetectorScale.from_settings(Settings())
     assert made is not None and made.input_size == 416 and made.max_person_px == 96
-    assert made.min_person_px == 56 and made.max_size == 512
+    assert made.min_person_px == 48 and made.max_size == 512
     only_grow = DetectorScale.from_settings(Settings(detect_max_person_px=0))
     assert only_grow is not None
     _feed(only_grow, "close", (480, 384), 170.0, 40)

@@ -266,10 +266,11 @@ class Settings(BaseSettings):
     """Per camera, the detector input shrinks (in steps of 32, from ``nanodet_input_size``) until the median height
     of the people its tracks match is at most this many network pixels: NanoDet scores people that look larger low
     (close views; `app.services.detector_scale`, docs/accuracy.md). 0: every camera at the model's size."""
-    detect_min_person_px: Annotated[float, Field(ge=0.0)] = 56.0
+    detect_min_person_px: Annotated[float, Field(ge=0.0)] = 48.0
     """Per camera, the detector input grows (in steps of 32, up to ``detect_max_input_size``) until the median height
     of the people its tracks match is at least this many network pixels: NanoDet misses or scores low people who
-    look smaller (far views; docs/accuracy.md). 0: never enlarged."""
+    look smaller (far views: PETS' 42-px people; cameras whose people stand about 60 px gain nothing, and at 56 some
+    of them grew; docs/accuracy.md). 0: never enlarged."""
     detect_max_input_size: Annotated[int, Field(ge=128, le=1024, multiple_of=32)] = 512
     """Largest detector input a far camera is enlarged to: its cost grows with the square (512: 1.5× the pixels of
     416)."""
