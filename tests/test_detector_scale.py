@@ -79,6 +79,10 @@ def test_far_views_grow_to_the_smallest_input_that_makes_their_people_large_enou
     capped = DetectorScale(416, min_person_px=56, max_size=512)
     _feed(capped, "far", (576, 768), 80.0, 40)
     assert capped.size("far") == 512
+    capped.max_size = 480  # resumed where the detector takes less: never more than it takes
+    assert capped.size("far") == 480
+    capped.max_size = 416
+    assert capped.size("far") is None
     never = DetectorScale(416, min_person_px=56)  # no larger input allowed: the model's size
     _feed(never, "far", (576, 768), 80.0, 40)
     assert never.size("far") is None

@@ -81,7 +81,10 @@ class DetectorScale:
 
     def size(self, camera_id: str) -> int | None:
         cam = self._cameras.get(camera_id)
-        return None if cam is None else cam.size
+        if cam is None or cam.size is None:
+            return None
+        size = min(cam.size, self.max_size or self.input_size)  # a limit lowered since (another worker's detector)
+        return None if size == self.input_size else size
 
     def observe(self, camera_id: str, frame_hw: tuple[int, int], heights: Sequence[float]) -> None:
         """Learn from the heights (image pixels) of the people a frame's tracks matched (not every detection: a

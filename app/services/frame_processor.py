@@ -157,9 +157,7 @@ class FrameProcessor:
         self.still = still
         """Tracks of things that never move, left out (`StillObjects`); None: every track is reported."""
         self.scale = scale if isinstance(detector, RegionDetector) else None
-        if self.scale is not None and self.scale.max_size is not None:
-            assert isinstance(detector, RegionDetector)
-            self.scale.max_size = max(self.scale.input_size, min(self.scale.max_size, detector.largest_input))
+        self._scale_within_detector()
         """Each camera's detector input size (`DetectorScale`); None: the model's for all."""
         self.tracked: dict[str, list[TrackedBox]] = {}
         """The camera trackers' output for the last completed frame, before anything was left out (a still object,
@@ -209,6 +207,13 @@ class FrameProcessor:
             self.still = still  # the objects it found stay found
         if self.scale is not None and scale is not None:
             self.scale = scale  # each camera's input size, as learnt
+            self._scale_within_detector()  # this worker's detector may take less than the one that learnt them
+
+    def _scale_within_detector(self) -> None:
+        """Never ask the detector for a larger input than it takes (a model file with a fixed input size)."""
+        if self.scale is not None and self.scale.max_size is not None:
+            assert isinstance(self.detector, RegionDetector)
+            self.scale.max_size = max(self.scale.input_size, min(self.scale.max_size, self.detector.largest_input))
 
     def process(self, gf: GlobalFrame) -> FrameResult:
         return self.complete(gf, self.detect(gf))
