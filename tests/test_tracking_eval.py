@@ -17,7 +17,7 @@ from app.evaluation.mot_metrics import (
     with_majority_ids,
     with_true_ids,
 )
-from app.evaluation.tracking_eval import DatasetError, load_dataset, read_mot_file
+from app.evaluation.tracking_eval import DatasetError, load_dataset, read_mot_file, run_line
 from tests.conftest import shared
 
 
@@ -184,3 +184,13 @@ def test_eval_without_ground_truth_counts_people(tmp_path: Path, capsys: pytest.
     body = json.loads(out.read_text())
     assert body[0]["run"]["identity_events"]["created"] >= 1 and "per_camera" not in body[0]
     assert body[1]["per_camera"]  # the labelled one is scored as before
+
+
+def test_the_run_line_names_shrunk_and_enlarged_cameras() -> None:
+    facts = {"global_frames": 10, "camera_frames": 40, "wall_s": 2.0, "camera_fps": 20.0,
+             "detector_input": {"c1": 320, "c2": 480}, "detector_model_input": 416}  # fmt: skip
+    line = run_line(facts)
+    assert line.endswith("; detector input shrunk: c1 320; detector input enlarged: c2 480")
+    assert "shrunk" not in run_line(facts | {"detector_input": {}})
+    older = {k: v for k, v in facts.items() if k != "detector_model_input"} | {"detector_input": {"c1": 320}}
+    assert run_line(older).endswith("; detector input shrunk: c1 320")  # a report from before enlarging existed

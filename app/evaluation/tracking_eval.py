@@ -326,7 +326,7 @@ class TrackingReport:
 def run_line(r: dict[str, Any]) -> str:
     """How the run went: frames, time, and the cameras whose detector input was shrunk or enlarged."""
     sizes = r.get("detector_input") or {}
-    base = r.get("detector_model_input") or 0
+    base = r.get("detector_model_input") or float("inf")  # reports from before enlarging existed: all shrunk
     shrunk = ", ".join(f"{c} {s}" for c, s in sizes.items() if s < base)
     grown = ", ".join(f"{c} {s}" for c, s in sizes.items() if s > base)
     return (

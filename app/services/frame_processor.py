@@ -157,8 +157,8 @@ class FrameProcessor:
         self.still = still
         """Tracks of things that never move, left out (`StillObjects`); None: every track is reported."""
         self.scale = scale if isinstance(detector, RegionDetector) else None
-        self._scale_within_detector()
         """Each camera's detector input size (`DetectorScale`); None: the model's for all."""
+        self._scale_within_detector()
         self.tracked: dict[str, list[TrackedBox]] = {}
         """The camera trackers' output for the last completed frame, before anything was left out (a still object,
         a person not shown yet): what a recording of the identity layer's inputs needs (`identity_replay`)."""
