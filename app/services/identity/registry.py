@@ -163,7 +163,7 @@ class ReIdConfig:
                 link_log_odds=s.reid_reentry_link_log_odds,
                 margin=s.reid_reentry_margin,
                 looks_prior=_looks_prior(s),
-                looks_prior_pairs=max(1, s.reid_looks_prior_pairs),
+                looks_prior_pairs=s.reid_looks_prior_pairs,
             )
             if s.reid_reentry
             else None,
