@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     tracker_new_track_thresh: float = 0.6
     tracker_track_buffer: int = 30
     tracker_match_thresh: float = 0.8
+    tracker_second_match_thresh: float = 0.5
+    """Largest IoU distance (1 − IoU) at which a track still being followed takes a low-score detection (BoT-SORT's
+    second pass; BoxMOT's default)."""
     tracker_appearance_thresh: float = 0.25
     tracker_proximity_thresh: float = 0.5
     tracker_use_appearance: bool = True

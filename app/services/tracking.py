@@ -93,6 +93,8 @@ class BotSortParams:
     new_track_thresh: float = 0.6
     track_buffer: int = 30
     match_thresh: float = 0.8
+    second_match_thresh: float = 0.5
+    """Largest IoU distance at which a followed track takes a low-score detection (the second pass)."""
     appearance_thresh: float = 0.25
     """Maximum cosine distance (1 - similarity) for an appearance match."""
     proximity_thresh: float = 0.5
@@ -111,6 +113,7 @@ class BotSortParams:
             new_track_thresh=settings.tracker_new_track_thresh,
             track_buffer=settings.tracker_track_buffer,
             match_thresh=settings.tracker_match_thresh,
+            second_match_thresh=settings.tracker_second_match_thresh,
             appearance_thresh=settings.tracker_appearance_thresh,
             proximity_thresh=settings.tracker_proximity_thresh,
             use_appearance=settings.tracker_use_appearance,
@@ -142,6 +145,7 @@ class BotSortCameraTracker:
             new_track_thresh=p.new_track_thresh,
             track_buffer=p.track_buffer,
             match_thresh=p.match_thresh,
+            second_match_thresh=p.second_match_thresh,
             proximity_thresh=p.proximity_thresh,
             appearance_thresh=p.appearance_thresh,
             use_cmc=p.cmc_method is not None,
