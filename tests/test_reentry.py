@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -308,6 +310,44 @@ def test_links_are_one_to_one_and_need_a_lead() -> None:
     assert assign_links({(10, 1): 3.0, (10, 2): 2.5}, cfg) == []  # no lead over the runner-up
     assert assign_links({(10, 1): 1.2}, cfg) == []  # not enough evidence: a new person
     assert [(k.tentative, k.candidate) for k in assign_links({(10, 1): 2.0}, cfg)] == [(10, 1)]
+
+
+def test_a_newcomer_s_last_chance_needs_a_large_lead() -> None:
+    """When a newcomer's window closes, less evidence links it if nothing else comes close; only then."""
+    cfg = ReentryConfig(link_log_odds=2.0, margin=1.0, closing_log_odds=1.0, closing_margin=3.0)
+    alone = {(10, 1): 1.2, (10, 2): -2.5}
+    assert assign_links(alone, cfg) == []  # still open: it waits for more evidence
+    assert [(k.tentative, k.candidate) for k in assign_links(alone, cfg, frozenset({10}))] == [(10, 1)]
+    assert assign_links({(10, 1): 1.2, (10, 2): -1.0}, cfg, frozenset({10})) == []  # a lead of 2.2 only
+    assert assign_links({(10, 1): 1.2, (11, 1): -1.0}, cfg, frozenset({10})) == []  # another newcomer near it
+    assert assign_links({(10, 1): 0.8}, cfg, frozenset({10})) == []  # too little evidence even then
+    assert assign_links(alone, ReentryConfig(link_log_odds=2.0), frozenset({10})) == []  # off by default
+
+
+def _turned_back(closing: float, look: np.ndarray) -> tuple[int, set[int | None], int]:
+    """Person 2 walks east, leaves every view, and 12 s later comes back into view 2 m *behind* where they left,
+    walking west (they turned round out of sight): position says little for them (log-odds about 1.2, under the
+    link threshold of 2). ``look``: who enters there. Returns person 2's id, the newcomer's ids over 7 s, and the
+    links made."""
+    linking = ReentryConfig(window_s=6.0, min_samples=3, closing_log_odds=closing, closing_margin=3.0)
+    reg = IdentityRegistry(DIM, ReIdConfig(reentry=linking, lost_after_s=2.0, match_threshold=0.999))
+    people = crowd(8)
+    people[2] = (people[2][0], (-4.0, 40.0), (1.0, 0.0))
+    before = walk(reg, people, 0.0, 8.0, track_base=0)
+    rest = {k: v for k, v in people.items() if k != 2}
+    walk(reg, rest, 8.0, 12.0, track_base=0)
+    after = walk(reg, rest | {12: (look, (2.0, 40.0), (-1.0, 0.0))}, 20.0, 7.0, track_base=0, since={12: 20.0})
+    assert all(len(after[k]) == 1 for k in rest)  # nobody else touched
+    return next(iter(before[2])), after[12], reg.reentries
+
+
+def test_a_returner_who_turned_back_is_linked_when_their_window_closes() -> None:
+    old, ids, links = _turned_back(math.inf, person_look(2))
+    assert old not in ids and links == 0  # without the last chance: a new person for good
+    old, ids, links = _turned_back(1.0, person_look(2))
+    assert old in ids and len(ids) == 2 and links == 1  # their own id for 6 s, then the old one back (a merge)
+    old, ids, links = _turned_back(1.0, person_look(9))  # a stranger entering there keeps their own
+    assert old not in ids and len(ids) == 1 and links == 0
 
 
 def test_seen_ground_area_is_the_union_of_the_footprints() -> None:

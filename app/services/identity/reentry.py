@@ -55,6 +55,11 @@ class ReentryConfig:
     crops looks separate people better, so less is needed; docs/accuracy.md)."""
     margin: float = 1.0
     """Lead in log-odds over the runner-up on either side (no choice between near-equals)."""
+    closing_log_odds: float = math.inf
+    """A newcomer whose window is closing, with all the looks it gathered, is linked on this much evidence when it
+    leads every other option of both sides by ``closing_margin``: a returner long out of sight scores little by
+    position, yet may be the only one it could be. ``inf``: off."""
+    closing_margin: float = 3.0
     position_sigma_m: float = 0.7
     """Spread of a foot point right after the gap: box noise and the exit velocity's error."""
     walk_noise_m2ps3: float = 0.042
@@ -301,9 +306,12 @@ class LinkDecision:
     """Total log-odds of the link."""
 
 
-def assign_links(scores: dict[tuple[int, int], float], cfg: ReentryConfig) -> list[LinkDecision]:
+def assign_links(
+    scores: dict[tuple[int, int], float], cfg: ReentryConfig, closing: frozenset[int] = frozenset()
+) -> list[LinkDecision]:
     """One-to-one links from ``(tentative, gone) → log-odds``, best first: a pair is linked when it reaches
-    ``link_log_odds`` and leads every other option of both its members by ``margin``."""
+    ``link_log_odds`` and leads every other option of both its members by ``margin`` — or, for a newcomer in
+    ``closing`` (its last chance), when it reaches ``closing_log_odds`` and leads by ``closing_margin``."""
     rows: dict[int, list[float]] = {}
     cols: dict[int, list[float]] = {}
     for (n, g), s in scores.items():
@@ -313,10 +321,12 @@ def assign_links(scores: dict[tuple[int, int], float], cfg: ReentryConfig) -> li
     used_n: set[int] = set()
     used_g: set[int] = set()
     for (n, g), s in sorted(scores.items(), key=lambda kv: -kv[1]):
-        if s < cfg.link_log_odds or n in used_n or g in used_g:
+        if n in used_n or g in used_g:
             continue
         rival = max(sorted(rows[n])[-2:-1] + sorted(cols[g])[-2:-1], default=-math.inf)
-        if s - rival < cfg.margin:
+        usual = s >= cfg.link_log_odds and s - rival >= cfg.margin
+        last_chance = n in closing and s >= cfg.closing_log_odds and s - rival >= cfg.closing_margin
+        if not (usual or last_chance):
             continue
         out.append(LinkDecision(n, g, s))
         used_n.add(n)

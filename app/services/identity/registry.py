@@ -162,6 +162,8 @@ class ReIdConfig:
                 max_gap_s=s.reid_reentry_max_gap_s,
                 link_log_odds=s.reid_reentry_link_log_odds,
                 margin=s.reid_reentry_margin,
+                closing_log_odds=math.inf if (c := s.reid_reentry_closing_log_odds) is None else c,
+                closing_margin=s.reid_reentry_closing_margin,
                 looks_prior=_looks_prior(s),
                 looks_prior_pairs=s.reid_looks_prior_pairs,
             )
@@ -888,10 +890,14 @@ class IdentityRegistry:
     def _link_reentries(self, cfg: ReentryConfig, now_s: float) -> None:
         """Tentative identities that prove to be someone seen before take that person's id (`reentry`)."""
         tentative = []
+        closing: set[int] = set()
         for ident in self._identities.values():
             if ident.tentative_until is not None and now_s > ident.tentative_until:
-                ident.tentative_until = None  # the question is closed: a new person
-            if ident.tentative_until is not None and ident.first_xy is not None:
+                ident.tentative_until = None  # the question is closed: a new person, unless this last look links it
+                if math.isfinite(cfg.closing_log_odds) and ident.first_xy is not None:
+                    closing.add(ident.gid)
+                    tentative.append(ident)
+            elif ident.tentative_until is not None and ident.first_xy is not None:
                 tentative.append(ident)
         if not tentative:
             return
@@ -907,8 +913,8 @@ class IdentityRegistry:
                 s = self._pair_log_odds(g, n, background)
                 if s is not None:
                     scores[(n.gid, g.gid)] = s
-        self._open.update(n for n, _ in scores)
-        for link in assign_links(scores, cfg):
+        self._open.update(n for n, _ in scores if n not in closing)
+        for link in assign_links(scores, cfg, frozenset(closing)):
             ident = self._identities[link.tentative]
             keys = sorted(ident.tracks)
             for key in keys:
