@@ -321,7 +321,7 @@ def test_a_newcomer_s_last_chance_needs_a_large_lead() -> None:
     assert assign_links({(10, 1): 1.2, (10, 2): -1.0}, cfg, frozenset({10})) == []  # a lead of 2.2 only
     assert assign_links({(10, 1): 1.2, (11, 1): -1.0}, cfg, frozenset({10})) == []  # another newcomer near it
     assert assign_links({(10, 1): 0.8}, cfg, frozenset({10})) == []  # too little evidence even then
-    assert assign_links(alone, ReentryConfig(link_log_odds=2.0), frozenset({10})) == []  # off by default
+    assert assign_links(alone, ReentryConfig(closing_log_odds=math.inf), frozenset({10})) == []  # off
 
 
 def _turned_back(closing: float, look: np.ndarray) -> tuple[int, set[int | None], int]:

@@ -55,10 +55,11 @@ class ReentryConfig:
     crops looks separate people better, so less is needed; docs/accuracy.md)."""
     margin: float = 1.0
     """Lead in log-odds over the runner-up on either side (no choice between near-equals)."""
-    closing_log_odds: float = math.inf
+    closing_log_odds: float = 1.0
     """A newcomer whose window is closing, with all the looks it gathered, is linked on this much evidence when it
-    leads every other option of both sides by ``closing_margin``: a returner long out of sight scores little by
-    position, yet may be the only one it could be. ``inf``: off."""
+    leads every other option of both sides by ``closing_margin``: a returner who turned back out of sight, or came
+    back long after, scores little by position, yet may be the only one it could be (docs/accuracy.md, stop 31).
+    ``inf``: off."""
     closing_margin: float = 3.0
     position_sigma_m: float = 0.7
     """Spread of a foot point right after the gap: box noise and the exit velocity's error."""
@@ -95,6 +96,8 @@ class ReentryConfig:
         samples = min(self.min_samples, self.newcomer_min_samples)
         if self.window_s <= 0 or self.max_gap_s <= 0 or samples < 1 or self.min_pairs < 2:
             raise ValueError("reentry window, gap, samples and pair counts must be positive")
+        if self.closing_margin < 0:
+            raise ValueError("reentry closing margin must be >= 0")
         if self.position_sigma_m <= 0 or self.walk_noise_m2ps3 < 0 or self.scene_area_m2 <= 0 or self.margin < 0:
             raise ValueError("reentry sigma and scene area must be > 0, walk noise and margin >= 0")
         if self.looks_prior is not None and (
