@@ -324,11 +324,11 @@ def test_a_newcomer_s_last_chance_needs_a_large_lead() -> None:
     assert assign_links(alone, ReentryConfig(closing_log_odds=math.inf), frozenset({10})) == []  # off
 
 
-def _turned_back(closing: float, look: np.ndarray) -> tuple[int, set[int | None], int]:
+def _turned_back(closing: float, look: np.ndarray) -> tuple[int, set[int | None], IdentityRegistry]:
     """Person 2 walks east, leaves every view, and 12 s later comes back into view 2 m *behind* where they left,
     walking west (they turned round out of sight): position says little for them (log-odds about 1.2, under the
     link threshold of 2). ``look``: who enters there. Returns person 2's id, the newcomer's ids over 7 s, and the
-    links made."""
+    registry."""
     linking = ReentryConfig(window_s=6.0, min_samples=3, closing_log_odds=closing, closing_margin=3.0)
     reg = IdentityRegistry(DIM, ReIdConfig(reentry=linking, lost_after_s=2.0, match_threshold=0.999))
     people = crowd(8)
@@ -338,16 +338,19 @@ def _turned_back(closing: float, look: np.ndarray) -> tuple[int, set[int | None]
     walk(reg, rest, 8.0, 12.0, track_base=0)
     after = walk(reg, rest | {12: (look, (2.0, 40.0), (-1.0, 0.0))}, 20.0, 7.0, track_base=0, since={12: 20.0})
     assert all(len(after[k]) == 1 for k in rest)  # nobody else touched
-    return next(iter(before[2])), after[12], reg.reentries
+    return next(iter(before[2])), after[12], reg
 
 
 def test_a_returner_who_turned_back_is_linked_when_their_window_closes() -> None:
-    old, ids, links = _turned_back(math.inf, person_look(2))
-    assert old not in ids and links == 0  # without the last chance: a new person for good
-    old, ids, links = _turned_back(1.0, person_look(2))
-    assert old in ids and len(ids) == 2 and links == 1  # their own id for 6 s, then the old one back (a merge)
-    old, ids, links = _turned_back(1.0, person_look(9))  # a stranger entering there keeps their own
-    assert old not in ids and len(ids) == 1 and links == 0
+    old, ids, reg = _turned_back(math.inf, person_look(2))
+    assert old not in ids and reg.reentries == 0  # without the last chance: a new person for good
+    old, ids, reg = _turned_back(1.0, person_look(2))
+    assert old in ids and len(ids) == 2 and reg.reentries == 1  # their own id for 6 s, then the old one back
+    merges = [e for e in reg.events.recent() if e.kind is IdentityEventKind.MERGED]
+    assert [e.global_id for e in merges] == [old] and merges[0].merged_id in ids  # said so: history counts one
+    assert merges[0].score is not None and 1.0 <= merges[0].score < 2.0  # on the last chance's lower bar
+    old, ids, reg = _turned_back(1.0, person_look(9))  # a stranger entering there keeps their own
+    assert old not in ids and len(ids) == 1 and reg.reentries == 0
 
 
 def test_seen_ground_area_is_the_union_of_the_footprints() -> None:
