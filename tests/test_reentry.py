@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -321,7 +319,7 @@ def test_a_newcomer_s_last_chance_needs_a_large_lead() -> None:
     assert assign_links({(10, 1): 1.2, (10, 2): -1.0}, cfg, frozenset({10})) == []  # a lead of 2.2 only
     assert assign_links({(10, 1): 1.2, (11, 1): -1.0}, cfg, frozenset({10})) == []  # another newcomer near it
     assert assign_links({(10, 1): 0.8}, cfg, frozenset({10})) == []  # too little evidence even then
-    assert assign_links(alone, ReentryConfig(closing_log_odds=math.inf), frozenset({10})) == []  # off
+    assert assign_links(alone, ReentryConfig(closing_log_odds=99.0), frozenset({10})) == []  # off
 
 
 def _turned_back(closing: float, look: np.ndarray) -> tuple[int, set[int | None], IdentityRegistry]:
@@ -342,7 +340,7 @@ def _turned_back(closing: float, look: np.ndarray) -> tuple[int, set[int | None]
 
 
 def test_a_returner_who_turned_back_is_linked_when_their_window_closes() -> None:
-    old, ids, reg = _turned_back(math.inf, person_look(2))
+    old, ids, reg = _turned_back(99.0, person_look(2))
     assert old not in ids and reg.reentries == 0  # without the last chance: a new person for good
     old, ids, reg = _turned_back(1.0, person_look(2))
     assert old in ids and len(ids) == 2 and reg.reentries == 1  # their own id for 6 s, then the old one back

@@ -212,10 +212,11 @@ class Settings(BaseSettings):
     each camera's colours were levelled, when looks said less; docs/accuracy.md)."""
     reid_reentry_margin: Annotated[float, Field(ge=0.0)] = 1.0
     """A link must lead the runner-up on either side by this many log-odds."""
-    reid_reentry_closing_log_odds: float | None = 1.0
+    reid_reentry_closing_log_odds: float = 1.0
     """When a new identity's window closes, a link on this much evidence suffices if it leads every other option of
     both sides by ``reid_reentry_closing_margin`` (a returner who turned back out of sight or came back long after:
-    little by position, yet the only one it could be; docs/accuracy.md). None: off."""
+    little by position, yet the only one it could be; docs/accuracy.md). At or above ``reid_reentry_link_log_odds``
+    (e.g. 99): off."""
     reid_reentry_closing_margin: Annotated[float, Field(ge=0.0)] = 3.0
     reid_looks_prior_pairs: Annotated[int, Field(ge=0)] = 24
     """How many pairs of the scene's own the looks' starting calibration weighs as (`LOOKS_PRIORS`, fitted on other

@@ -59,7 +59,7 @@ class ReentryConfig:
     """A newcomer whose window is closing, with all the looks it gathered, is linked on this much evidence when it
     leads every other option of both sides by ``closing_margin``: a returner who turned back out of sight, or came
     back long after, scores little by position, yet may be the only one it could be (docs/accuracy.md, stop 31).
-    ``inf``: off."""
+    At or above ``link_log_odds``: off."""
     closing_margin: float = 3.0
     position_sigma_m: float = 0.7
     """Spread of a foot point right after the gap: box noise and the exit velocity's error."""

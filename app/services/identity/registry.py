@@ -162,7 +162,7 @@ class ReIdConfig:
                 max_gap_s=s.reid_reentry_max_gap_s,
                 link_log_odds=s.reid_reentry_link_log_odds,
                 margin=s.reid_reentry_margin,
-                closing_log_odds=math.inf if (c := s.reid_reentry_closing_log_odds) is None else c,
+                closing_log_odds=s.reid_reentry_closing_log_odds,
                 closing_margin=s.reid_reentry_closing_margin,
                 looks_prior=_looks_prior(s),
                 looks_prior_pairs=s.reid_looks_prior_pairs,
@@ -894,7 +894,7 @@ class IdentityRegistry:
         for ident in self._identities.values():
             if ident.tentative_until is not None and now_s > ident.tentative_until:
                 ident.tentative_until = None  # the question is closed: a new person, unless this last look links it
-                if math.isfinite(cfg.closing_log_odds) and ident.first_xy is not None:
+                if cfg.closing_log_odds < cfg.link_log_odds and ident.first_xy is not None:
                     closing.add(ident.gid)
                     tentative.append(ident)
             elif ident.tentative_until is not None and ident.first_xy is not None:
