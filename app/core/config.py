@@ -218,6 +218,7 @@ class Settings(BaseSettings):
     little by position, yet the only one it could be; docs/accuracy.md). At or above ``reid_reentry_link_log_odds``
     (e.g. 99): off."""
     reid_reentry_closing_margin: Annotated[float, Field(ge=0.0)] = 3.0
+    """The lead over every other option of both sides that such a last-chance link needs (1.0 for the usual)."""
     reid_looks_prior_pairs: Annotated[int, Field(ge=0)] = 24
     """How many pairs of the scene's own the looks' starting calibration weighs as (`LOOKS_PRIORS`, fitted on other
     scenes, for the camera-centred ``fused`` descriptor): looks count from a task's first seconds instead of after

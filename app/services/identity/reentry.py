@@ -59,8 +59,9 @@ class ReentryConfig:
     """A newcomer whose window is closing, with all the looks it gathered, is linked on this much evidence when it
     leads every other option of both sides by ``closing_margin``: a returner who turned back out of sight, or came
     back long after, scores little by position, yet may be the only one it could be (docs/accuracy.md, stop 31).
-    At or above ``link_log_odds``: off."""
+    At or above ``link_log_odds``: off (`last_chance`)."""
     closing_margin: float = 3.0
+    """Lead over every other option of both sides that such a last-chance link needs (``margin`` for the usual)."""
     position_sigma_m: float = 0.7
     """Spread of a foot point right after the gap: box noise and the exit velocity's error."""
     walk_noise_m2ps3: float = 0.042
@@ -104,6 +105,11 @@ class ReentryConfig:
             self.looks_prior_pairs < 1 or self.looks_prior[2] <= 0 or self.looks_prior[0] <= self.looks_prior[1]
         ):
             raise ValueError("a looks prior needs pairs >= 1, a spread > 0 and the same-person mean above the other")
+
+    @property
+    def last_chance(self) -> bool:
+        """Whether a newcomer whose window closes is weighed once more, on the lower ``closing_log_odds`` bar."""
+        return self.closing_log_odds < self.link_log_odds
 
 
 class AppearanceMean:

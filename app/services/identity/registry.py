@@ -894,7 +894,7 @@ class IdentityRegistry:
         for ident in self._identities.values():
             if ident.tentative_until is not None and now_s > ident.tentative_until:
                 ident.tentative_until = None  # the question is closed: a new person, unless this last look links it
-                if cfg.closing_log_odds < cfg.link_log_odds and ident.first_xy is not None:
+                if cfg.last_chance and ident.first_xy is not None:
                     closing.add(ident.gid)
                     tentative.append(ident)
             elif ident.tentative_until is not None and ident.first_xy is not None:
