@@ -10,6 +10,7 @@ from app.services.identity.assignment import assign_max
 from app.services.identity.events import IdentityEvent, IdentityEventLog
 from app.services.identity.gallery import FaissGallery
 from app.services.identity.geometry import GeometryConfig, GeometryGate
+from app.services.identity.reentry import ReentryConfig
 
 DT = 1 / 7  # the dev data's frame period
 
@@ -158,6 +159,59 @@ def test_continuity_has_a_limit_a_track_that_follows_someone_far_away_leaves() -
     reg = IdentityRegistry(4, ReIdConfig(continuity_radius_m=3.0))
     ids = drifting_pair(reg, 5.0)
     assert ids[-1][0] != ids[-1][1]
+
+
+def test_a_split_off_track_is_held_like_a_newcomer_and_never_shown_when_it_comes_back() -> None:
+    """Nobody has left, so newcomers are shown at once; but an identity split off a person's track (c2's foot
+    point jumps 5 m away for two frames, as in a crowd, then is back) is held for ``confirm_frames``: the track
+    is left out for those frames and the split, undone before it was shown, is never announced. One that lasts
+    is shown from its third frame, announced ``created``."""
+
+    def run(away: int) -> tuple[list[list[int | None]], IdentityRegistry]:
+        reg = IdentityRegistry(4, ReIdConfig(continuity_radius_m=3.0, confirm_frames=3))
+        out = []
+        for k in range(14):
+            y = 0.1 * k
+            off = 5.0 if 4 <= k < 4 + away else 0.1
+            out.append(reg.assign([obs("c1", 1, (0.0, y)), obs("c2", 1, (off, y))], k * DT))
+        return out, reg
+
+    brief, reg = run(away=2)
+    p = brief[0][0]
+    assert p is not None and all(f[0] == p for f in brief)
+    assert [f[1] for f in brief[3:8]] == [p, p, None, None, p]  # follows P, held apart for two frames, back
+    assert kinds(reg).count(IdentityEventKind.CREATED) == 1 and IdentityEventKind.MERGED not in kinds(reg)
+    assert reg.total_identities == 1
+    lasting, reg = run(away=10)
+    q = lasting[7][1]
+    assert [f[1] for f in lasting[5:8]] == [None, None, q] and q not in (None, p)
+    assert [e.global_id for e in reg.events.recent() if e.kind is IdentityEventKind.CREATED] == [p, q]
+
+
+def test_a_second_camera_joins_a_newcomer_it_was_held_apart_from() -> None:
+    """Someone has left, so a newcomer is held for three frames. c1 starts seeing them; c2 starts a frame later
+    with its first foot point 2.6 m off (the edge of its view), too far to join at once, and a frame later 1.5 m
+    off: its own new identity, still unshown, joins the person c1 made instead of being shown as a second id
+    (before, it was shown from its third frame and stayed apart while the two disagreed by over a metre)."""
+    cfg = ReIdConfig(birth_radius_m=2.0, continuity_radius_m=3.0, confirm_frames=3, reentry=ReentryConfig())
+    reg = IdentityRegistry(4, cfg)
+    for k in range(14):  # X walks in c1 and leaves every view
+        reg.assign([obs("c1", 1, (0.0, 0.1 * k))], k * DT)
+    t0 = 5.0
+    c1, c2 = [], []
+    for k in range(8):
+        seen = [obs("c1", 10, (4.0, 4.0 + 0.1 * k))]
+        if k >= 1:
+            seen.append(obs("c2", 20, (4.0 + (2.6 if k == 1 else 1.5), 4.0 + 0.1 * k)))
+        ids = reg.assign(seen, t0 + k * DT)
+        c1.append(ids[0])
+        c2.append(ids[1] if k >= 1 else None)
+    p = c1[2]
+    assert c1 == [None, None, p, p, p, p, p, p] and p is not None
+    assert c2 == [None, None, None, p, p, p, p, p]
+    assert reg.total_identities == 2 and IdentityEventKind.MERGED not in kinds(reg)
+    told = [(e.kind, e.global_id, e.camera_id, e.track_id) for e in reg.events.recent() if e.global_id == p]
+    assert told == [(IdentityEventKind.CREATED, p, "c1", 10), (IdentityEventKind.MATCHED, p, "c2", 20)]
 
 
 def test_continuity_never_joins_different_people_or_a_newcomer() -> None:

@@ -232,8 +232,8 @@ class Settings(BaseSettings):
     """A new person who could still be someone who left (re-entry linking weighs a candidate) is shown (tracks
     reported with their global id, ``created`` announced) from the frame they have been seen in this many frames,
     unless linked before; until then their tracks are left out of ``tracking_update``: a returner recognised
-    within those frames, or a false detection living a frame or two, never shows an id of its own (1: at once;
-    docs/accuracy.md)."""
+    within those frames, or a false detection living a frame or two, never shows an id of its own; so is a new
+    identity split off a known person's track in a crowd, whoever left (1: at once; docs/accuracy.md)."""
     reid_continuity_radius_m: Annotated[float, Field(ge=0.0)] = 3.0
     """Sightings by different cameras whose tracks all carry one person stay that person while their map
     positions agree within this, beyond ``reid_max_map_distance_m`` (0 or ≤ that: off); docs/accuracy.md."""

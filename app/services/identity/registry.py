@@ -120,8 +120,9 @@ class ReIdConfig:
     """While someone who left could still turn out to be a new identity (re-entry linking weighs a candidate for
     it), it is shown (its tracks get an id in `assign`'s result, ``created`` is announced) only from the frame it
     has been seen in this many frames, unless linked before: a returner recognised within those frames, or a false
-    detection living a frame or two, never shows an id of its own. 1: shown at once (constructed cases); the
-    product's default is in Settings."""
+    detection living a frame or two, never shows an id of its own. An identity split off a person's track (the
+    track's group went another way: people close together) is held so whoever left, as such splits are mostly
+    undone within a frame or two. 1: shown at once (constructed cases); the product's default is in Settings."""
     continuity_radius_m: float = 0.0
     """Sightings by different cameras whose tracks all carry one identity stay one person while their map
     positions agree within this (beyond ``max_map_distance_m``, which decides who is grouped afresh): a foot
@@ -368,7 +369,7 @@ class IdentityRegistry:
         if len(set(keys)) != len(keys):
             raise ValueError("a track appears twice in one frame's observations")
         observations = [self._adapted(o) for o in observations]
-        groups = self._join_newcomers(self._keep_together(self._group(observations)))
+        groups = self._join_newcomers(self._keep_together(self._group(observations)), now_s)
         self._associate(groups, now_s)
         for g in groups:
             self._settle(g, now_s)
@@ -467,11 +468,13 @@ class IdentityRegistry:
         bound = {self._tracks[k].gid for k in g.keys if k in self._tracks}
         return bound.pop() if len(bound) == 1 else None
 
-    def _join_newcomers(self, groups: list[_Group]) -> list[_Group]:
+    def _join_newcomers(self, groups: list[_Group], now_s: float) -> list[_Group]:
         """A group of brand-new tracks joins the nearest person whom other cameras see within ``birth_radius_m``
         of it now, when none of its cameras shows that person this frame and appearance is not against it: a
         camera starting to see someone (its first foot point a metre or so off, at the edge of its view) is that
-        person, not a newcomer to be merged back frames later. Nobody within reach: a new person."""
+        person, not a newcomer to be merged back frames later. Nobody within reach: a new person. A newcomer
+        still held unshown (`confirm_frames`) is as new: when two cameras start seeing one person a frame apart,
+        the later sighting joins the person the first one made rather than showing a second id."""
         radius = self.config.birth_radius_m
         if radius <= self.config.max_map_distance_m or len(groups) < 2:
             return groups
@@ -488,13 +491,16 @@ class IdentityRegistry:
         out = list(groups)
         for g in groups:
             xy = g.xy
-            if xy is None or any(k in self._tracks for k in g.keys):
-                continue
+            held = self._unshown_of(g)
+            if xy is None or (held is None and any(k in self._tracks for k in g.keys)) or all(x is not g for x in out):
+                continue  # (a held newcomer that another newcomer already joined stays with it)
             cams = {o.camera_id for o in g.members}
             near = [
                 (math.dist(xy, pxy), i)
                 for i, (pg, gid, pxy) in enumerate(people)
-                if cams.isdisjoint(shown_by[gid])
+                if gid != held
+                and (held is None or self._identities[gid].shown)
+                and cams.isdisjoint(shown_by[gid])
                 and math.dist(xy, pxy) <= radius
                 and all(self.geometry.may_co_observe(a, o.camera_id) for a in cams for o in pg.members)
                 and self._looks_alike(g, gid)
@@ -507,7 +513,22 @@ class IdentityRegistry:
             out = [x for x in out if x is not pg and x is not g] + [joined]
             people[i] = (joined, gid, pxy)
             shown_by[gid] |= cams
+            if held is not None:
+                for k in g.keys:  # nobody saw the held id: its tracks are this person's (merged when emptied)
+                    self._move(k, gid, now_s)
+                people = [p for p in people if p[1] != held]
         return out
+
+    def _unshown_of(self, g: _Group) -> int | None:
+        """The identity of a group whose tracks all hold one identity nobody was shown yet, and only they hold
+        it (`confirm_frames`): such a newcomer may still join a person nearby as a brand-new track would."""
+        if not g.keys or any(k not in self._tracks for k in g.keys):
+            return None
+        gid = self._sole_identity(g)
+        if gid is None:
+            return None
+        ident = self._identities[gid]
+        return gid if not ident.shown and ident.tracks <= set(g.keys) else None
 
     def _looks_alike(self, g: _Group, gid: int) -> bool:
         """Whether the scene's learnt appearance evidence is not against the group's sightings being identity
@@ -696,7 +717,9 @@ class IdentityRegistry:
         for gid in dict.fromkeys([*gids, *sorted(self._show_now)]):
             ident = self._identities.get(gid)
             if ident is not None and not ident.shown and (
-                ident.frames >= self.config.confirm_frames or gid in self._show_now or gid not in self._open
+                ident.frames >= self.config.confirm_frames
+                or gid in self._show_now
+                or (gid not in self._open and ident.founder is not None)
             ):
                 ident.shown = True
                 newly.append(ident)
