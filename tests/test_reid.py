@@ -161,6 +161,33 @@ def test_continuity_has_a_limit_a_track_that_follows_someone_far_away_leaves() -
     assert ids[-1][0] != ids[-1][1]
 
 
+def test_a_person_seen_by_one_camera_is_not_merged_away_by_a_few_frames_beside_someone_else() -> None:
+    """A (c1 and c2) and B (c1 only) walk 1.5 m apart for 3 s. For four frames c1 loses A behind B and B's box
+    stretches over both, so B's foot point lies by A's and B's only track falls into A's group. With the product's
+    rule B's last track waits five frames before following, and B keeps their id; following after the usual two
+    merges B into A, and B comes back as a third id."""
+
+    def run(last_track_frames: int) -> tuple[list[list[int | None]], IdentityRegistry]:
+        reg = IdentityRegistry(4, ReIdConfig(continuity_radius_m=3.0, last_track_switch_frames=last_track_frames))
+        out = []
+        for k in range(32):
+            y = 0.07 * k
+            if 21 <= k < 25:
+                seen = [obs("c1", 2, (0.2, y)), obs("c2", 1, (0.0, y))]
+            else:
+                seen = [obs("c1", 1, (0.0, y)), obs("c1", 2, (1.5, y)), obs("c2", 1, (0.0, y))]
+            out.append(reg.assign(seen, k * DT))
+        return out, reg
+
+    out, reg = run(5)
+    a, b, a2 = out[20]
+    assert a == a2 and b != a
+    assert out[21:25] == [[b, a]] * 4 and out[-1] == [a, b, a]
+    assert IdentityEventKind.MERGED not in kinds(reg) and kinds(reg).count(IdentityEventKind.CREATED) == 2
+    out, reg = run(0)
+    assert out[-1][1] not in (a, b) and IdentityEventKind.MERGED in kinds(reg)
+
+
 def test_a_split_off_track_is_held_like_a_newcomer_and_never_shown_when_it_comes_back() -> None:
     """Nobody has left, so newcomers are shown at once; but an identity split off a person's track (c2's foot
     point jumps 5 m away for two frames, as in a crowd, then is back) is held for ``confirm_frames``: the track

@@ -189,6 +189,10 @@ class Settings(BaseSettings):
     """Weight of appearance next to track continuity and map agreement."""
     reid_switch_frames: int = 2
     """Hysteresis: frames in a row a track's same-spot group must point to another identity before it follows."""
+    reid_last_track_switch_frames: Annotated[int, Field(ge=1)] = 5
+    """The same for the last track of a person shown for over 2 s, whose move merges that person into another:
+    two people side by side, one seen by a single camera, stay two when their sightings fall into one group for a
+    few frames (≤ ``reid_switch_frames``: as any track; docs/accuracy.md)."""
     reid_lost_after_s: float = 2.0
     """An identity no camera has seen this long is reported ``lost``; before that a new track near where it
     was seen continues it, after that only appearance (``reid_match_threshold``) can bring it back."""

@@ -96,6 +96,9 @@ class ReIdConfig:
     """Weight of appearance next to track continuity and map agreement."""
     switch_frames: int = 2
     """Frames in a row a track's group must point to another identity before the track follows it."""
+    last_track_switch_frames: int = 0
+    """The same for the last track of a person shown for over `ESTABLISHED_S`, whose move would merge them away
+    (0 or ≤ ``switch_frames``: as any track; the product's default is in Settings)."""
     lost_after_s: float = 2.0
     identity_ttl_s: float = 60.0
     gallery_size: int = 20
@@ -147,6 +150,7 @@ class ReIdConfig:
             proximity_weight=s.reid_proximity_weight,
             appearance_weight=s.reid_appearance_weight,
             switch_frames=s.reid_switch_frames,
+            last_track_switch_frames=s.reid_last_track_switch_frames,
             lost_after_s=s.reid_lost_after_s,
             identity_ttl_s=s.reid_identity_ttl_s,
             gallery_size=s.reid_gallery_size,
@@ -237,6 +241,9 @@ class _Leaver:
 
 NEW = -1
 """Pending target meaning "a new identity"."""
+ESTABLISHED_S = 2.0
+"""A person shown for this long is not a duplicate that a camera's first sightings made (those are merged within a
+second or two of appearing): their last track needs ``last_track_switch_frames`` to leave them."""
 
 
 @dataclass(slots=True)
@@ -639,10 +646,19 @@ class IdentityRegistry:
                 t.pending_frames += 1
             else:
                 t.pending_gid, t.pending_frames = want, 1
-            if t.pending_frames >= self.config.switch_frames:
+            if t.pending_frames >= self._switch_frames(t.gid, k, now_s):
                 if g.target is None:  # one new identity for the whole group
                     g.target = self._create(now_s, None)
                 self._move(k, g.target, now_s)
+
+    def _switch_frames(self, gid: int, key: TrackKey, now_s: float) -> int:
+        """Frames a track's group must point elsewhere before the track follows: longer for the last track of a
+        person shown for a while (`ESTABLISHED_S`), whose move merges that person away — two people walking
+        side by side, one of them seen by a single camera, fall into one group for a frame or two."""
+        ident = self._identities[gid]
+        if ident.shown and ident.tracks == {key} and now_s - ident.created_s >= ESTABLISHED_S:
+            return max(self.config.switch_frames, self.config.last_track_switch_frames)
+        return self.config.switch_frames
 
     def _move(self, key: TrackKey, gid: int, now_s: float) -> None:
         old = self._tracks[key].gid
