@@ -212,11 +212,16 @@ class _Identity:
     """The first samples, compared with the later ones (the same person, seconds later) for calibration."""
     early_s: float | None = None
     founder: TrackKey | None = None
-    """The track that started it (named when it is announced)."""
+    """The track that started it (named when it is announced); None: split off a known person's track."""
     frames: int = 0
     """Frames it has been seen in."""
     shown: bool = False
     """Announced: its id has gone out (`IdentityRegistry.confirm_frames`)."""
+
+    @property
+    def split_off(self) -> bool:
+        """Made for a track that left its person (`_settle`, `_one_per_camera`), not by a brand-new track."""
+        return self.founder is None
 
     def exit(self) -> Exit | None:
         if self.xy is None:
@@ -499,8 +504,11 @@ class IdentityRegistry:
         for g in groups:
             xy = g.xy
             held = self._unshown_of(g)
-            if xy is None or (held is None and any(k in self._tracks for k in g.keys)) or all(x is not g for x in out):
-                continue  # (a held newcomer that another newcomer already joined stays with it)
+            brand_new = not any(k in self._tracks for k in g.keys)
+            if xy is None or not (brand_new or held is not None):
+                continue
+            if all(x is not g for x in out):
+                continue  # a held newcomer whom a brand-new track already joined stays with it
             cams = {o.camera_id for o in g.members}
             near = [
                 (math.dist(xy, pxy), i)
@@ -735,7 +743,7 @@ class IdentityRegistry:
             if ident is not None and not ident.shown and (
                 ident.frames >= self.config.confirm_frames
                 or gid in self._show_now
-                or (gid not in self._open and ident.founder is not None)
+                or (gid not in self._open and not ident.split_off)
             ):
                 ident.shown = True
                 newly.append(ident)
