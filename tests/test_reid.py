@@ -469,3 +469,30 @@ def test_a_person_wants_looks_while_new_or_little_seen() -> None:
     assert linking.needs_looks("c1", 1)
     linking.assign([obs("c1", 1, (0.0, 0.0), A)], 1.5)
     assert not linking.needs_looks("c1", 1)
+
+
+@pytest.mark.parametrize("p_left_at", [None, 0.0, 1.5])
+def test_a_fast_continuation_is_doubted_when_someone_else_left_right_where_the_newcomer_appears(
+    p_left_at: float | None,
+) -> None:
+    """Q was lost 1.4 s ago 5.1 m away (2.9 m/s to get here: possible, but a run). When P walked out of view 3 s ago
+    right where a new track starts, the newcomer is not handed Q: it stays new, and re-entry linking weighs P and Q
+    with the looks it gathers. With nobody who left there (no P, or P 1.5 m away), the fast walk is still Q."""
+
+    def run(doubt_mps: float) -> tuple[int | None, int | None]:
+        reg = IdentityRegistry(4, ReIdConfig(continuation_doubt_mps=doubt_mps, continuation_doubt_radius_m=0.7))
+        q = None
+        for k in range(8):
+            seen = [obs("c2", 2, (5.5, 0.1 * k))]
+            if p_left_at is not None:
+                seen.append(obs("c1", 1, (0.4 + p_left_at, 0.1 * k)))
+            q = reg.assign(seen, k * DT)[0]
+        for k in range(8, 18):  # P is out of view; Q is seen until frame 17
+            assert reg.assign([obs("c2", 2, (5.5, 0.7))], k * DT)[0] == q
+        return q, reg.assign([obs("c3", 5, (0.4, 0.7))], 17 * DT + 1.4)[0]
+
+    q, new = run(doubt_mps=0.0)
+    assert new == q  # place and time alone: a 2.9 m/s continuation
+    q, new = run(doubt_mps=2.0)
+    assert (new == q) == (p_left_at != 0.0)
+    assert new is not None

@@ -245,6 +245,12 @@ class Settings(BaseSettings):
     """A camera's brand-new track joins the person other cameras see within this of it, when its camera shows no
     track of that person this frame and learnt appearance is not against it (0 or ≤ ``reid_max_map_distance_m``:
     off); docs/accuracy.md."""
+    reid_continuation_doubt_mps: Annotated[float, Field(ge=0.0)] = 2.0
+    """A new track far from where a person was lost < ``reid_lost_after_s`` ago (a walk faster than this) does not
+    continue them when someone else who left was last seen within ``reid_continuation_doubt_radius_m`` of it: it
+    starts as a newcomer and re-entry linking weighs both (0: off; docs/accuracy.md)."""
+    reid_continuation_doubt_radius_m: Annotated[float, Field(gt=0.0)] = 0.7
+    """How close "where someone else left" is for ``reid_continuation_doubt_mps``."""
     still_object_after_s: Annotated[float, Field(ge=0.0)] = 5.0
     """A track whose box has not moved (IoU with its first box ≥ ``still_object_min_iou``) for this many seconds
     is a thing, not a person (a post or sprinkler the detector fires on): it is no longer reported, and tracks

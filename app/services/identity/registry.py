@@ -126,6 +126,13 @@ class ReIdConfig:
     detection living a frame or two, never shows an id of its own. An identity split off a person's track (the
     track's group went another way: people close together) is held so whoever left, as such splits are mostly
     undone within a frame or two. 1: shown at once (constructed cases); the product's default is in Settings."""
+    continuation_doubt_mps: float = 0.0
+    """A new sighting continues an identity lost < ``lost_after_s`` ago by a walk faster than this only when no other
+    identity out of sight was last seen within ``continuation_doubt_radius_m`` of it (and closer): someone
+    appearing right where another person walked out of view is at least as likely that person, turned back, as
+    the one lost metres away who would have had to run. It then starts as a newcomer whom re-entry linking weighs
+    against both, with the looks it gathers. 0: off (constructed cases); the product's default is in Settings."""
+    continuation_doubt_radius_m: float = 0.7
     continuity_radius_m: float = 0.0
     """Sightings by different cameras whose tracks all carry one identity stay one person while their map
     positions agree within this (beyond ``max_map_distance_m``, which decides who is grouped afresh): a foot
@@ -137,6 +144,8 @@ class ReIdConfig:
             raise ValueError("switch_frames and confirm_frames must be >= 1")
         if self.continuity_radius_m < 0:
             raise ValueError("continuity_radius_m must be >= 0")
+        if self.continuation_doubt_mps < 0 or self.continuation_doubt_radius_m <= 0:
+            raise ValueError("continuation_doubt_mps must be >= 0 and continuation_doubt_radius_m > 0")
 
     def geometry(self) -> GeometryConfig:
         return GeometryConfig(self.max_map_distance_m, self.max_speed_mps)
@@ -159,6 +168,8 @@ class ReIdConfig:
             camera_centring=s.reid_camera_centring,
             continuity_radius_m=s.reid_continuity_radius_m,
             birth_radius_m=s.reid_birth_radius_m,
+            continuation_doubt_mps=s.reid_continuation_doubt_mps,
+            continuation_doubt_radius_m=s.reid_continuation_doubt_radius_m,
             looks_against_log_odds=s.reid_looks_against_log_odds,
             swaps=SwapConfig(log_odds=s.reid_swap_log_odds) if s.reid_swap_log_odds > 0 else None,
             confirm_frames=s.reid_confirm_frames,
@@ -568,6 +579,8 @@ class IdentityRegistry:
         sims = self._appearance(groups, [c.gid for c in cand])
         age_rank = {ident.gid: r for r, ident in enumerate(sorted(cand, key=lambda i: (i.created_s, i.gid)))}
         score = np.full((len(groups), len(cand)), -np.inf)
+        present = {self._tracks[k].gid for g in groups for k in g.keys if k in self._tracks}
+        out_of_sight = [i for i in cand if i.gid not in present and i.xy is not None]
         for r, g in enumerate(groups):
             votes: dict[int, int] = defaultdict(int)
             for k in g.keys:
@@ -578,6 +591,8 @@ class IdentityRegistry:
             looks = _looks_of(g)
             for c, ident in enumerate(cand):
                 s = self._fit(ident, votes.get(ident.gid, 0) / len(g.members), xy, sims[r, c], now_s, looks)
+                if s is not None and not votes.get(ident.gid) and self._doubted(ident, xy, now_s, out_of_sight):
+                    s = None
                 if s is not None:
                     # among equal fits the older identity wins (it is the one people have seen longer)
                     score[r, c] = s + 1e-3 * (1.0 - age_rank[ident.gid] / len(cand))
@@ -610,6 +625,19 @@ class IdentityRegistry:
         if sim >= cfg.match_threshold:
             return cfg.proximity_weight * reach + appearance
         return None
+
+    def _doubted(self, ident: _Identity, xy: XY | None, now_s: float, out_of_sight: list[_Identity]) -> bool:
+        """Whether continuing ``ident``, lost < ``lost_after_s`` ago, at ``xy`` is doubted: it would take a walk
+        faster than ``continuation_doubt_mps`` (beyond the map's same-spot tolerance) while another identity out of
+        sight was last seen within ``continuation_doubt_radius_m`` of ``xy``."""
+        cfg = self.config
+        if cfg.continuation_doubt_mps <= 0 or xy is None or ident.xy is None or now_s - ident.last_s > cfg.lost_after_s:
+            return False
+        d = math.dist(ident.xy, xy)
+        if max(0.0, d - cfg.max_map_distance_m) <= cfg.continuation_doubt_mps * max(now_s - ident.xy_s, 0.0):
+            return False
+        near = min(cfg.continuation_doubt_radius_m, d)
+        return any(o is not ident and o.xy is not None and math.dist(o.xy, xy) <= near for o in out_of_sight)
 
     def _appearance(self, groups: list[_Group], gids: list[int]) -> np.ndarray:
         """Mean similarity of a group's current embeddings to each identity's gallery (0 without any)."""
