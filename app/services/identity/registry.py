@@ -590,9 +590,8 @@ class IdentityRegistry:
             xy = g.xy
             looks = _looks_of(g)
             for c, ident in enumerate(cand):
-                s = self._fit(ident, votes.get(ident.gid, 0) / len(g.members), xy, sims[r, c], now_s, looks)
-                if s is not None and not votes.get(ident.gid) and self._doubted(ident, xy, now_s, out_of_sight):
-                    s = None
+                vote = votes.get(ident.gid, 0) / len(g.members)
+                s = self._fit(ident, vote, xy, sims[r, c], now_s, looks, out_of_sight)
                 if s is not None:
                     # among equal fits the older identity wins (it is the one people have seen longer)
                     score[r, c] = s + 1e-3 * (1.0 - age_rank[ident.gid] / len(cand))
@@ -600,15 +599,22 @@ class IdentityRegistry:
             groups[r].target = cand[c].gid
 
     def _fit(
-        self, ident: _Identity, vote: float, xy: XY | None, sim: float, now_s: float, looks: np.ndarray | None
+        self,
+        ident: _Identity,
+        vote: float,
+        xy: XY | None,
+        sim: float,
+        now_s: float,
+        looks: np.ndarray | None,
+        out_of_sight: list[_Identity],
     ) -> float | None:
         """How well a group fits an identity, or None when a rule forbids it.
 
         ``vote``: share of the group's tracks already bound to the identity (track continuity). Otherwise the
         identity must have been seen recently (``lost_after_s``) where the group could have walked from, with
-        ``looks`` (the group's mean descriptor, `_looks_of`) not against it (``looks_against_log_odds``), or — a
-        person coming back after leaving every view — within walking reach and alike in appearance
-        (``match_threshold``).
+        ``looks`` (the group's mean descriptor, `_looks_of`) not against it (``looks_against_log_odds``) and no
+        other identity in ``out_of_sight`` closer than a fast walk would take (`_doubted`), or — a person coming
+        back after leaving every view — within walking reach and alike in appearance (``match_threshold``).
         """
         cfg = self.config
         appearance = cfg.appearance_weight * sim
@@ -621,6 +627,8 @@ class IdentityRegistry:
         if located and now_s - ident.last_s <= cfg.lost_after_s:
             if self._looks_log_odds(looks, ident) < cfg.looks_against_log_odds:
                 return None  # someone else where the person just was: looks say so once the scene is calibrated
+            if self._doubted(ident, xy, now_s, out_of_sight):
+                return None  # a run from there while someone else left right here: re-entry linking weighs both
             return reach + appearance  # found again where the person just was
         if sim >= cfg.match_threshold:
             return cfg.proximity_weight * reach + appearance
@@ -631,7 +639,7 @@ class IdentityRegistry:
         faster than ``continuation_doubt_mps`` (beyond the map's same-spot tolerance) while another identity out of
         sight was last seen within ``continuation_doubt_radius_m`` of ``xy``."""
         cfg = self.config
-        if cfg.continuation_doubt_mps <= 0 or xy is None or ident.xy is None or now_s - ident.last_s > cfg.lost_after_s:
+        if cfg.continuation_doubt_mps <= 0 or xy is None or ident.xy is None:
             return False
         d = math.dist(ident.xy, xy)
         if max(0.0, d - cfg.max_map_distance_m) <= cfg.continuation_doubt_mps * max(now_s - ident.xy_s, 0.0):
