@@ -57,12 +57,18 @@ class GeometryGate:
             return None
         return 1.0 - d / self.config.max_map_distance_m
 
+    def reach_m(self, dt_s: float, speed_mps: float | None = None) -> float:
+        """How far from a sighting someone can be ``dt_s`` later at ``speed_mps`` (default ``max_speed_mps``),
+        foot-point error included."""
+        speed = self.config.max_speed_mps if speed_mps is None else speed_mps
+        return self.config.max_map_distance_m + speed * max(0.0, dt_s)
+
     def reachable(self, xy_from: XY | None, t_from: float, xy_to: XY | None, t_to: float) -> float | None:
         """Plausibility in [0, 1] of walking from one sighting to a later one (1: no distance at all), or
         None when it would need more than ``max_speed_mps``. Unknown positions are plausible (0)."""
         if xy_from is None or xy_to is None:
             return 0.0
-        reach = self.config.max_map_distance_m + self.config.max_speed_mps * max(0.0, t_to - t_from)
+        reach = self.reach_m(t_to - t_from)
         d = math.dist(xy_from, xy_to)
         if d > reach:
             return None

@@ -642,7 +642,7 @@ class IdentityRegistry:
         if cfg.continuation_doubt_mps <= 0 or xy is None or ident.xy is None:
             return False
         d = math.dist(ident.xy, xy)
-        if max(0.0, d - cfg.max_map_distance_m) <= cfg.continuation_doubt_mps * max(now_s - ident.xy_s, 0.0):
+        if d <= self.geometry.reach_m(now_s - ident.xy_s, cfg.continuation_doubt_mps):
             return False
         near = min(cfg.continuation_doubt_radius_m, d)
         return any(o is not ident and o.xy is not None and math.dist(o.xy, xy) <= near for o in out_of_sight)
