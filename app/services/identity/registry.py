@@ -18,7 +18,9 @@ Each global frame, with every camera at once:
    frames in a row — a tracker id switch, or two ids found to be one person: an identity whose last tracks
    all moved to another is merged into it. A camera never shows one identity on two tracks.
 
-Every decision that matters to a person-level consumer is an `IdentityEvent` in a bounded log.
+Every decision that matters to a person-level consumer is an `IdentityEvent` in a bounded log. Around it: its
+settings (`config`), what a frame brings and who stands together (`sightings`), what it remembers of tracks and
+people (`state`), people who come back (`linking`, on `reentry`'s evidence) and people who crossed (`crossings`).
 """
 
 from __future__ import annotations
@@ -26,264 +28,37 @@ from __future__ import annotations
 import itertools
 import math
 from collections import defaultdict, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from app.models.base import FloatArray
 from app.services.identity.assignment import assign_max
+from app.services.identity.config import ReIdConfig
 from app.services.identity.crossings import Looks, SwapConfig, pick_swaps, swap_gain
 from app.services.identity.events import IdentityEvent, IdentityEventKind, IdentityEventLog
 from app.services.identity.gallery import AppearanceGallery, FaissGallery
-from app.services.identity.geometry import XY, GeometryConfig, GeometryGate
-from app.services.identity.reentry import (
-    LOOKS_PRIORS,
-    AppearanceEvidence,
-    AppearanceMean,
-    Exit,
-    MotionEvidence,
-    ReentryConfig,
-    assign_links,
-    walking_velocity,
-)
+from app.services.identity.geometry import XY, GeometryGate
+from app.services.identity.linking import ReentryLinker
+from app.services.identity.reentry import AppearanceMean, ReentryConfig
 from app.services.identity.scene_adaptation import CameraCentring
+from app.services.identity.sightings import Group, Observation, TrackKey, group_by_place, looks_of, occluded, unit_of
+from app.services.identity.state import EARLY_SAMPLES, TRAIL_S, IdentityState, TrackState
 
 if TYPE_CHECKING:
     from app.core.config import Settings
     from app.services.environments import EnvironmentSpec
 
-TrackKey = tuple[str, int]
+__all__ = ["IdentityRegistry", "Observation", "ReIdConfig"]
 
-TRAIL_S = 1.5
-"""Recent positions kept per identity, for its walking velocity when it leaves."""
-EARLY_SAMPLES = 4
-LATER_S = 4.0
-"""An identity's first `EARLY_SAMPLES` looks against those from `LATER_S` on: a same-person pair over time."""
 TRACK_FORGET_S = 10.0
 """A track unseen this long is gone (trackers drop lost tracks after about a second)."""
-OCCLUSION_OVERLAP = 0.3
-"""A crop that shares more than this share of its area with another box of its camera is not learnt from."""
-
-
-@dataclass(slots=True)
-class Observation:
-    """One track of one camera in the current global frame."""
-
-    camera_id: str
-    track_id: int
-    embedding: FloatArray | None
-    map_xy: tuple[float, float] | None
-    quality: float = 1.0
-    """Detection confidence in 0..1; appearance is learnt only from observations of enough quality."""
-    bbox_xyxy: tuple[float, float, float, float] | None = None
-    """Image box, used to skip learning from crops that other people overlap."""
-    map_sigma_m: float | None = None
-    """How far off ``map_xy`` may be (1-σ, metres; `homography.foot_sigma_m`): sightings of one person by
-    several cameras are fused weighted by its inverse square."""
-
-
-@dataclass(slots=True, frozen=True)
-class ReIdConfig:
-    """Identity thresholds; defaults and how they were chosen: docs/accuracy.md ("Tracking and identity")."""
-
-    max_map_distance_m: float = 1.0
-    max_speed_mps: float = 3.0
-    match_threshold: float = 0.85
-    """Re-appearance after ``lost_after_s``: minimum gallery similarity."""
-    proximity_weight: float = 0.3
-    appearance_weight: float = 0.5
-    """Weight of appearance next to track continuity and map agreement."""
-    switch_frames: int = 2
-    """Frames in a row a track's group must point to another identity before the track follows it."""
-    last_track_switch_frames: int = 0
-    """The same for the last track of a person shown for over `ESTABLISHED_S`, whose move would merge them away
-    (0 or ≤ ``switch_frames``: as any track; the product's default is in Settings)."""
-    lost_after_s: float = 2.0
-    identity_ttl_s: float = 60.0
-    gallery_size: int = 20
-    gallery_min_quality: float = 0.5
-    event_log_size: int = 1000
-    camera_centring: bool = False
-    """Compare appearance with each camera's running mean removed (`CameraCentring`; on in the product's
-    settings, off here so constructed cases compare the vectors they give)."""
-    reentry: ReentryConfig | None = None
-    """Linking new identities to earlier ones (`app.services.identity.reentry`); None: off."""
-    birth_radius_m: float = 0.0
-    """A camera's brand-new track joins the person another camera sees within this of it (`_join_newcomers`);
-    0 or ≤ ``max_map_distance_m``: off."""
-    looks_against_log_odds: float = -1.0
-    """Learnt appearance evidence (log-odds, `AppearanceEvidence`; 0 until the scene is calibrated, so early on
-    place and time decide) below this speaks against handing a new sighting to a known person: a camera's new
-    track does not join the person nearby (``birth_radius_m``) nor continue one lost < ``lost_after_s`` ago
-    (a stranger entering where someone walked out of a narrow view). ``-inf``: place and time alone decide."""
-    swaps: SwapConfig | None = None
-    """Undoing identity swaps of people who crossed, by their looks (`crossings`); None: off."""
-    confirm_frames: int = 1
-    """While someone who left could still turn out to be a new identity (re-entry linking weighs a candidate for
-    it), it is shown (its tracks get an id in `assign`'s result, ``created`` is announced) only from the frame it
-    has been seen in this many frames, unless linked before: a returner recognised within those frames, or a false
-    detection living a frame or two, never shows an id of its own. An identity split off a person's track (the
-    track's group went another way: people close together) is held so whoever left, as such splits are mostly
-    undone within a frame or two. 1: shown at once (constructed cases); the product's default is in Settings."""
-    continuation_doubt_mps: float = 0.0
-    """A new sighting continues an identity lost < ``lost_after_s`` ago by a walk faster than this only when no other
-    identity out of sight was last seen within ``continuation_doubt_radius_m`` of it (and closer): someone
-    appearing right where another person walked out of view is at least as likely that person, turned back, as
-    the one lost metres away who would have had to run. It then starts as a newcomer whom re-entry linking weighs
-    against both, with the looks it gathers. 0: off (constructed cases); the product's default is in Settings."""
-    continuation_doubt_radius_m: float = 0.7
-    continuity_radius_m: float = 0.0
-    """Sightings by different cameras whose tracks all carry one identity stay one person while their map
-    positions agree within this (beyond ``max_map_distance_m``, which decides who is grouped afresh): a foot
-    point off by a metre or two at a view's edge does not split the person into a new identity that is merged
-    back frames later. 0: off (constructed cases); the product's default is in Settings."""
-
-    def __post_init__(self) -> None:
-        if self.switch_frames < 1 or self.confirm_frames < 1:
-            raise ValueError("switch_frames and confirm_frames must be >= 1")
-        if self.continuity_radius_m < 0:
-            raise ValueError("continuity_radius_m must be >= 0")
-        if self.continuation_doubt_mps < 0 or self.continuation_doubt_radius_m <= 0:
-            raise ValueError("continuation_doubt_mps must be >= 0 and continuation_doubt_radius_m > 0")
-
-    def geometry(self) -> GeometryConfig:
-        return GeometryConfig(self.max_map_distance_m, self.max_speed_mps)
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> ReIdConfig:
-        return cls(
-            max_map_distance_m=s.reid_max_map_distance_m,
-            max_speed_mps=s.reid_max_speed_mps,
-            match_threshold=s.reid_match_threshold,
-            proximity_weight=s.reid_proximity_weight,
-            appearance_weight=s.reid_appearance_weight,
-            switch_frames=s.reid_switch_frames,
-            last_track_switch_frames=s.reid_last_track_switch_frames,
-            lost_after_s=s.reid_lost_after_s,
-            identity_ttl_s=s.reid_identity_ttl_s,
-            gallery_size=s.reid_gallery_size,
-            gallery_min_quality=s.reid_gallery_min_quality,
-            event_log_size=s.reid_event_log_size,
-            camera_centring=s.reid_camera_centring,
-            continuity_radius_m=s.reid_continuity_radius_m,
-            birth_radius_m=s.reid_birth_radius_m,
-            continuation_doubt_mps=s.reid_continuation_doubt_mps,
-            continuation_doubt_radius_m=s.reid_continuation_doubt_radius_m,
-            looks_against_log_odds=s.reid_looks_against_log_odds,
-            swaps=SwapConfig(log_odds=s.reid_swap_log_odds) if s.reid_swap_log_odds > 0 else None,
-            confirm_frames=s.reid_confirm_frames,
-            reentry=ReentryConfig(
-                window_s=s.reid_reentry_window_s,
-                max_gap_s=s.reid_reentry_max_gap_s,
-                link_log_odds=s.reid_reentry_link_log_odds,
-                margin=s.reid_reentry_margin,
-                closing_log_odds=s.reid_reentry_closing_log_odds,
-                closing_margin=s.reid_reentry_closing_margin,
-                looks_prior=_looks_prior(s),
-                looks_prior_pairs=s.reid_looks_prior_pairs,
-            )
-            if s.reid_reentry
-            else None,
-        )
-
-
-@dataclass(slots=True)
-class _Track:
-    gid: int
-    last_s: float
-    pending_gid: int | None = None
-    """Identity this track's person-group keeps pointing to instead of `gid` (``NEW``: a new one)."""
-    pending_frames: int = 0
-
-
-@dataclass(slots=True)
-class _Identity:
-    gid: int
-    created_s: float
-    last_s: float
-    xy: XY | None = None
-    xy_s: float = 0.0
-    lost_reported: bool = False
-    tracks: set[TrackKey] = field(default_factory=set)
-    appearance: AppearanceMean = field(default_factory=AppearanceMean)
-    tentative_until: float | None = None
-    """Until then this new identity may still be linked to an earlier one (`reentry`)."""
-    first_xy: XY | None = None
-    first_xy_s: float = 0.0
-    trail: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=64))
-    """``(t, x, y)`` of the last `TRAIL_S` seconds."""
-    recent: deque[np.ndarray] = field(default_factory=lambda: deque(maxlen=0))
-    """The latest looks (``SwapConfig.recent`` of them), weighed apart from the settled rest after a crossing."""
-    near: dict[int, float] = field(default_factory=dict)
-    """Identities that came within ``SwapConfig.near_m`` of this one, and when last."""
-    by_camera: dict[str, AppearanceMean] = field(default_factory=dict)
-    """Appearance per camera: two cameras' means of one person calibrate what "the same" looks like."""
-    early: AppearanceMean = field(default_factory=AppearanceMean)
-    """The first samples, compared with the later ones (the same person, seconds later) for calibration."""
-    early_s: float | None = None
-    founder: TrackKey | None = None
-    """The track that started it (named when it is announced); None: split off a known person's track."""
-    frames: int = 0
-    """Frames it has been seen in."""
-    shown: bool = False
-    """Announced: its id has gone out (`IdentityRegistry.confirm_frames`)."""
-
-    @property
-    def split_off(self) -> bool:
-        """Made for a track that left its person (`_settle`, `_one_per_camera`), not by a brand-new track."""
-        return self.founder is None
-
-    def exit(self) -> Exit | None:
-        if self.xy is None:
-            return None
-        return Exit(self.xy, self.xy_s, walking_velocity(self.trail))
-
-
-@dataclass(slots=True, frozen=True)
-class _Leaver:
-    """What re-entry linking needs of an identity that is out of sight: when, where and how it left, its looks."""
-
-    gid: int
-    last_s: float
-    exit: Exit | None
-    looks: np.ndarray | None
-
-    @classmethod
-    def of(cls, ident: _Identity, min_samples: int = 3) -> _Leaver:
-        looks = ident.appearance.unit() if ident.appearance.count >= min_samples else None
-        return cls(ident.gid, ident.last_s, ident.exit(), looks)
-
-
 NEW = -1
 """Pending target meaning "a new identity"."""
 ESTABLISHED_S = 2.0
 """A person shown for this long is not a duplicate that a camera's first sightings made (those are merged within a
 second or two of appearing): their last track needs ``last_track_switch_frames`` to leave them."""
-
-
-@dataclass(slots=True)
-class _Group:
-    """Observations of one person now: at most one per camera, standing on one spot."""
-
-    members: list[Observation]
-    target: int | None = None
-
-    @property
-    def keys(self) -> list[TrackKey]:
-        return [(o.camera_id, o.track_id) for o in self.members]
-
-    @property
-    def xy(self) -> XY | None:
-        """One ground position per person: the sightings' foot points, each weighted by how precisely its camera
-        places it (inverse variance; equal weights where no camera says)."""
-        located = [o for o in self.members if o.map_xy is not None]
-        if not located:
-            return None
-        w = np.array([1.0 / max(o.map_sigma_m or 1.0, 0.05) ** 2 for o in located])
-        pts = np.array([o.map_xy for o in located])
-        x, y = (w[:, None] * pts).sum(0) / w.sum()
-        return (float(x), float(y))
 
 
 class IdentityRegistry:
@@ -310,15 +85,16 @@ class IdentityRegistry:
         self._open: set[int] = set()
         """New identities that someone who left could still turn out to be (`_link_reentries`, this frame)."""
         self._next_gid = itertools.count(1)
-        self._identities: dict[int, _Identity] = {}
-        self._tracks: dict[TrackKey, _Track] = {}
+        self._identities: dict[int, IdentityState] = {}
+        self._tracks: dict[TrackKey, TrackState] = {}
         self._left_for: dict[int, int] = {}
         self.total_identities = 0
         self.centring = CameraCentring() if self.config.camera_centring else None
         self._reentry = reentry = self.config.reentry or ReentryConfig()
         """Re-entry's evidence settings (its defaults when linking is off: looks are still learnt and weighed)."""
-        self.appearance_evidence = AppearanceEvidence(reentry)
-        self.motion_evidence = MotionEvidence(reentry, self.config.max_speed_mps, self.config.max_map_distance_m)
+        self.linker = ReentryLinker(reentry, self.config.max_speed_mps, self.config.max_map_distance_m)
+        self.appearance_evidence = self.linker.appearance
+        self.motion_evidence = self.linker.motion
         self.reentries = 0
         """Identities linked to an earlier one (a person who came back)."""
         self.swaps_undone = 0
@@ -392,7 +168,7 @@ class IdentityRegistry:
         if len(set(keys)) != len(keys):
             raise ValueError("a track appears twice in one frame's observations")
         observations = [self._adapted(o) for o in observations]
-        groups = self._join_newcomers(self._keep_together(self._group(observations)), now_s)
+        groups = self._join_newcomers(self._keep_together(group_by_place(observations, self.geometry)), now_s)
         self._associate(groups, now_s)
         for g in groups:
             self._settle(g, now_s)
@@ -402,8 +178,8 @@ class IdentityRegistry:
         if self.config.swaps is not None:
             self._undo_swaps(self.config.swaps, groups, now_s)
         if self.config.reentry is not None:
-            self._calibrate(groups)
-            self._link_reentries(self.config.reentry, now_s)
+            self.linker.calibrate(groups, self._tracks, self._identities)
+            self._link_reentries(now_s)
         self._prune(now_s)
         gids = [self._tracks[k].gid for k in keys]
         self._publish(gids, now_s)
@@ -417,52 +193,14 @@ class IdentityRegistry:
         return replace(o, embedding=self.centring.adapt(o.camera_id, o.embedding))
 
     # -- who stands together now ----------------------------------------------------------------
-    def _group(self, observations: list[Observation]) -> list[_Group]:
-        """Same-time observations of different cameras that stand on one spot, one per camera per group.
-
-        Closest pairs join first (complete linkage: every pair in a group is within the same-time gate). A
-        wrong group in one frame (a person missed by one camera while a neighbour stands within the gate) costs
-        nothing lasting: tracks follow their group's identity only after ``switch_frames`` frames.
-        """
-        obs = list(observations)
-        pairs: list[tuple[float, int, int]] = []
-        for i, j in itertools.combinations(range(len(obs)), 2):
-            a, b = obs[i], obs[j]
-            if a.map_xy is None or b.map_xy is None:
-                continue
-            agree = self.geometry.same_time(a.camera_id, a.map_xy, b.camera_id, b.map_xy)
-            if agree is None:
-                continue
-            pairs.append((-agree, i, j))
-        owner = list(range(len(obs)))
-        members: dict[int, list[int]] = {i: [i] for i in range(len(obs))}
-        for _, i, j in sorted(pairs):
-            gi, gj = owner[i], owner[j]
-            if gi == gj:
-                continue
-            merged = members[gi] + members[gj]
-            if len({obs[m].camera_id for m in merged}) < len(merged):
-                continue
-            if any(
-                self.geometry.same_time(obs[x].camera_id, obs[x].map_xy, obs[y].camera_id, obs[y].map_xy) is None
-                for x in members[gi]
-                for y in members[gj]
-            ):
-                continue
-            members[gi] = merged
-            del members[gj]
-            for m in merged:
-                owner[m] = gi
-        return [_Group([obs[m] for m in ms]) for ms in members.values()]
-
-    def _keep_together(self, groups: list[_Group]) -> list[_Group]:
+    def _keep_together(self, groups: list[Group]) -> list[Group]:
         """Join groups whose bound tracks all carry the same single identity, seen by disjoint cameras that may
         co-observe, whose positions agree within ``continuity_radius_m`` (track continuity outweighs a foot point
         that is a little off)."""
         radius = self.config.continuity_radius_m
         if radius <= self.config.max_map_distance_m or len(groups) < 2:
             return groups
-        by_gid: dict[int, list[_Group]] = defaultdict(list)
+        by_gid: dict[int, list[Group]] = defaultdict(list)
         for g in groups:
             if (gid := self._sole_identity(g)) is not None:
                 by_gid[gid].append(g)
@@ -479,19 +217,19 @@ class IdentityRegistry:
                     and xb is not None
                     and math.dist(xa, xb) <= radius
                 ):
-                    joined = _Group(a.members + b.members)
+                    joined = Group(a.members + b.members)
                     out = [g for g in out if g is not a and g is not b] + [joined]
                     split = [joined, *split[2:]]
                 else:
                     split = split[1:]  # the first stays apart; the rest may still join one another
         return out
 
-    def _sole_identity(self, g: _Group) -> int | None:
+    def _sole_identity(self, g: Group) -> int | None:
         """The identity all of the group's bound tracks carry, if they carry exactly one (new tracks aside)."""
         bound = {self._tracks[k].gid for k in g.keys if k in self._tracks}
         return bound.pop() if len(bound) == 1 else None
 
-    def _join_newcomers(self, groups: list[_Group], now_s: float) -> list[_Group]:
+    def _join_newcomers(self, groups: list[Group], now_s: float) -> list[Group]:
         """A group of brand-new tracks joins the nearest person whom other cameras see within ``birth_radius_m``
         of it now, when none of its cameras shows that person this frame and appearance is not against it: a
         camera starting to see someone (its first foot point a metre or so off, at the edge of its view) is that
@@ -506,7 +244,7 @@ class IdentityRegistry:
             for k in g.keys:
                 if k in self._tracks:
                     shown_by[self._tracks[k].gid].add(k[0])
-        people: list[tuple[_Group, int, XY]] = []  # groups of bound tracks that all carry one identity
+        people: list[tuple[Group, int, XY]] = []  # groups of bound tracks that all carry one identity
         for g in groups:
             gid = self._sole_identity(g)
             if gid is not None and all(k in self._tracks for k in g.keys) and (xy := g.xy) is not None:
@@ -535,7 +273,7 @@ class IdentityRegistry:
                 continue
             i = min(near)[1]
             pg, gid, pxy = people[i]
-            joined = _Group(pg.members + g.members)
+            joined = Group(pg.members + g.members)
             out = [x for x in out if x is not pg and x is not g] + [joined]
             people[i] = (joined, gid, pxy)
             shown_by[gid] |= cams
@@ -545,7 +283,7 @@ class IdentityRegistry:
                 people = [p for p in people if p[1] != held]
         return out
 
-    def _unshown_of(self, g: _Group) -> int | None:
+    def _unshown_of(self, g: Group) -> int | None:
         """The identity of a group whose tracks all hold one identity nobody was shown yet, and only they hold
         it (`confirm_frames`): such a newcomer may still join a person nearby as a brand-new track would."""
         if not g.keys or any(k not in self._tracks for k in g.keys):
@@ -556,13 +294,13 @@ class IdentityRegistry:
         ident = self._identities[gid]
         return gid if not ident.shown and ident.tracks <= set(g.keys) else None
 
-    def _looks_alike(self, g: _Group, gid: int) -> bool:
+    def _looks_alike(self, g: Group, gid: int) -> bool:
         """Whether the scene's learnt appearance evidence is not against the group's sightings being identity
         ``gid`` (``looks_against_log_odds``): a partial box at a view's edge or a stranger passing close by looks
         unlike the person and stays apart."""
-        return self._looks_log_odds(_looks_of(g), self._identities[gid]) >= self.config.looks_against_log_odds
+        return self._looks_log_odds(looks_of(g), self._identities[gid]) >= self.config.looks_against_log_odds
 
-    def _looks_log_odds(self, looks: np.ndarray | None, ident: _Identity) -> float:
+    def _looks_log_odds(self, looks: np.ndarray | None, ident: IdentityState) -> float:
         """Appearance evidence (`AppearanceEvidence`) that sightings with mean unit descriptor ``looks`` are
         ``ident``; 0 when either side has no looks or the scene's looks are not calibrated yet."""
         mean = ident.appearance.unit()
@@ -571,7 +309,7 @@ class IdentityRegistry:
         return self.appearance_evidence.log_odds(float(looks @ mean))
 
     # -- which identity each group is -----------------------------------------------------------
-    def _associate(self, groups: list[_Group], now_s: float) -> None:
+    def _associate(self, groups: list[Group], now_s: float) -> None:
         """One-to-one (Hungarian) groups ↔ identities; `target` of each group is set (None: none fits)."""
         cand = list(self._identities.values())
         if not cand or not groups:
@@ -588,7 +326,7 @@ class IdentityRegistry:
                 if t is not None:
                     votes[t.gid] += 1
             xy = g.xy
-            looks = _looks_of(g)
+            looks = looks_of(g)
             for c, ident in enumerate(cand):
                 vote = votes.get(ident.gid, 0) / len(g.members)
                 s = self._fit(ident, vote, xy, sims[r, c], now_s, looks, out_of_sight)
@@ -600,19 +338,19 @@ class IdentityRegistry:
 
     def _fit(
         self,
-        ident: _Identity,
+        ident: IdentityState,
         vote: float,
         xy: XY | None,
         sim: float,
         now_s: float,
         looks: np.ndarray | None,
-        out_of_sight: list[_Identity],
+        out_of_sight: list[IdentityState],
     ) -> float | None:
         """How well a group fits an identity, or None when a rule forbids it.
 
         ``vote``: share of the group's tracks already bound to the identity (track continuity). Otherwise the
         identity must have been seen recently (``lost_after_s``) where the group could have walked from, with
-        ``looks`` (the group's mean descriptor, `_looks_of`) not against it (``looks_against_log_odds``) and no
+        ``looks`` (the group's mean descriptor, `looks_of`) not against it (``looks_against_log_odds``) and no
         other identity in ``out_of_sight`` closer than a fast walk would take (`_doubted`), or — a person coming
         back after leaving every view — within walking reach and alike in appearance (``match_threshold``).
         """
@@ -634,7 +372,7 @@ class IdentityRegistry:
             return cfg.proximity_weight * reach + appearance
         return None
 
-    def _doubted(self, ident: _Identity, xy: XY | None, now_s: float, out_of_sight: list[_Identity]) -> bool:
+    def _doubted(self, ident: IdentityState, xy: XY | None, now_s: float, out_of_sight: list[IdentityState]) -> bool:
         """Whether continuing ``ident``, lost < ``lost_after_s`` ago, at ``xy`` is doubted: it would take a walk
         faster than ``continuation_doubt_mps`` (beyond the map's same-spot tolerance) while another identity out of
         sight was last seen within ``continuation_doubt_radius_m`` of ``xy``."""
@@ -647,7 +385,7 @@ class IdentityRegistry:
         near = min(cfg.continuation_doubt_radius_m, d)
         return any(o is not ident and o.xy is not None and math.dist(o.xy, xy) <= near for o in out_of_sight)
 
-    def _appearance(self, groups: list[_Group], gids: list[int]) -> np.ndarray:
+    def _appearance(self, groups: list[Group], gids: list[int]) -> np.ndarray:
         """Mean similarity of a group's current embeddings to each identity's gallery (0 without any)."""
         sims = np.zeros((len(groups), len(gids)), np.float64)
         rows: list[int] = []
@@ -667,7 +405,7 @@ class IdentityRegistry:
         return sims / np.maximum(counts, 1)[:, None]
 
     # -- binding tracks, with hysteresis --------------------------------------------------------
-    def _settle(self, g: _Group, now_s: float) -> None:
+    def _settle(self, g: Group, now_s: float) -> None:
         """New tracks join their group's identity at once; a bound track follows a different identity only
         after its group has pointed there for ``switch_frames`` frames in a row."""
         want = NEW if g.target is None else g.target
@@ -722,7 +460,7 @@ class IdentityRegistry:
                 self._merge(old, gid, now_s)
         self._left_for.clear()
 
-    def _one_per_camera(self, groups: list[_Group], now_s: float) -> None:
+    def _one_per_camera(self, groups: list[Group], now_s: float) -> None:
         """A camera shows a person once: a track still holding an identity (hysteresis) that its group gave
         to another track of the same camera yields at once."""
         owner: dict[tuple[str, int], TrackKey] = {}
@@ -818,7 +556,7 @@ class IdentityRegistry:
         gid = next(self._next_gid)
         window = self.config.reentry.window_s if self.config.reentry is not None else None
         recent: deque[np.ndarray] = deque(maxlen=self.config.swaps.recent if self.config.swaps is not None else 0)
-        self._identities[gid] = _Identity(
+        self._identities[gid] = IdentityState(
             gid, now_s, now_s, tentative_until=None if window is None else now_s + window, recent=recent,
             founder=(first.camera_id, first.track_id) if first is not None else None,
         )
@@ -828,12 +566,12 @@ class IdentityRegistry:
         old = self._tracks.get(key)
         if old is not None and old.gid in self._identities:
             self._identities[old.gid].tracks.discard(key)
-        self._tracks[key] = _Track(gid, now_s)
+        self._tracks[key] = TrackState(gid, now_s)
         self._identities[gid].tracks.add(key)
 
-    def _observe(self, groups: list[_Group], now_s: float) -> None:
+    def _observe(self, groups: list[Group], now_s: float) -> None:
         cfg = self.config
-        occluded = _occluded([o for g in groups for o in g.members])
+        hidden = occluded([o for g in groups for o in g.members])
         for g in groups:
             xy = g.xy
             if g.target is not None and xy is not None and g.target in self._identities:
@@ -851,7 +589,7 @@ class IdentityRegistry:
                 ident = self._identities[t.gid]
                 ident.last_s = now_s
                 ident.lost_reported = False
-                if o.embedding is not None and o.quality >= cfg.gallery_min_quality and k not in occluded:
+                if o.embedding is not None and o.quality >= cfg.gallery_min_quality and k not in hidden:
                     self.gallery.add(t.gid, o.embedding, o.quality, now_s)
                     ident.appearance.add(o.embedding)
                     if cfg.swaps is not None:
@@ -862,7 +600,7 @@ class IdentityRegistry:
                         ident.early_s = now_s
 
     # -- people who crossed ----------------------------------------------------------------------
-    def _undo_swaps(self, cfg: SwapConfig, groups: list[_Group], now_s: float) -> None:
+    def _undo_swaps(self, cfg: SwapConfig, groups: list[Group], now_s: float) -> None:
         """Two identities that came close and now each follow someone who looks like the other swap back
         (`crossings`): their tracks, recent looks and positions change hands."""
         here = [(g.target, xy) for g in groups if g.target in self._identities and (xy := g.xy) is not None]
@@ -878,7 +616,7 @@ class IdentityRegistry:
             if ident.near and len(ident.recent) == cfg.recent and ident.appearance.count >= 2 * cfg.recent:
                 assert total is not None
                 recent = np.sum(ident.recent, axis=0)
-                r, settled = _unit_of(recent), _unit_of(total - recent)
+                r, settled = unit_of(recent), unit_of(total - recent)
                 if r is not None and settled is not None:
                     looks[gid] = Looks(r, settled)
         gains = {
@@ -914,90 +652,16 @@ class IdentityRegistry:
         self.swaps_undone += 1
 
     # -- people who come back -------------------------------------------------------------------
-    def _calibrate(self, groups: list[_Group]) -> None:
-        """Learn, without labels, what "different people" and "the same person" look like in this scene:
-        identities seen now in different places are different; one identity's means from two cameras are one
-        person seen through two views."""
-        need = self._reentry.min_samples
-        per_gid: dict[int, int] = defaultdict(int)
-        for g in groups:
-            gids = {self._tracks[k].gid for k in g.keys}
-            if len(gids) == 1:
-                per_gid[gids.pop()] += 1
-        means: dict[int, np.ndarray] = {}
-        for gid, n in per_gid.items():
-            ident = self._identities.get(gid)
-            if ident is None:
-                continue
-            if n == 1 and ident.appearance.count >= need and (mean := ident.appearance.unit()) is not None:
-                means[gid] = mean
-            views = sorted((c, m.unit()) for c, m in ident.by_camera.items() if m.count >= need)
-            for (ca, ma), (cb, mb) in itertools.combinations(views, 2):
-                if ma is not None and mb is not None:
-                    self.appearance_evidence.same.put((gid, ca, cb), float(ma @ mb))
-            if ident.appearance.count - ident.early.count >= need and self._later_mean_ready(ident):
-                later = _unit_of(ident.appearance.total - ident.early.total)  # type: ignore[operator]
-                first = ident.early.unit()
-                if later is not None and first is not None:
-                    self.appearance_evidence.same.put((gid, "later"), float(first @ later))
-        self.appearance_evidence.different.observe(means)
-
-    @staticmethod
-    def _later_mean_ready(ident: _Identity) -> bool:
-        return ident.early_s is not None and ident.last_s - ident.early_s >= LATER_S
-
     def reentry_log_odds(self, gone: int, new: int) -> float | None:
         """Evidence (log-odds) that identity ``new`` is identity ``gone`` come back; None when impossible."""
         g, n = self._identities.get(gone), self._identities.get(new)
-        if g is None or n is None or n.first_xy is None:
-            return None
-        return self._pair_log_odds(
-            _Leaver.of(g, self._reentry.min_samples), n, self.motion_evidence.background(n.first_xy)
-        )
+        return None if g is None or n is None else self.linker.log_odds(g, n)
 
-    def _pair_log_odds(self, g: _Leaver, n: _Identity, background: float) -> float | None:
-        cfg = self._reentry
-        if g.gid == n.gid or g.last_s >= n.created_s or n.first_xy is None or g.exit is None:
-            return None  # seen while the new one was already there: a different person
-        score = self.motion_evidence.log_odds(g.exit, n.first_xy, n.first_xy_s, background)
-        if score is None:
-            return None
-        if (
-            g.looks is not None
-            and n.appearance.count >= cfg.newcomer_min_samples
-            and (b := n.appearance.unit()) is not None
-        ):
-            score += self.appearance_evidence.log_odds(float(g.looks @ b))  # 0 until calibrated
-        return score
-
-    def _link_reentries(self, cfg: ReentryConfig, now_s: float) -> None:
-        """Tentative identities that prove to be someone seen before take that person's id (`reentry`)."""
-        tentative = []
-        closing: set[int] = set()
-        for ident in self._identities.values():
-            if ident.tentative_until is not None and now_s > ident.tentative_until:
-                ident.tentative_until = None  # the question is closed: a new person, unless this last look links it
-                if cfg.last_chance and ident.first_xy is not None:
-                    closing.add(ident.gid)
-                    tentative.append(ident)
-            elif ident.tentative_until is not None and ident.first_xy is not None:
-                tentative.append(ident)
-        if not tentative:
-            return
-        # each leaver's exit and looks, each newcomer's background: once per frame, not once per pair
-        gone = [
-            _Leaver.of(i, cfg.min_samples) for i in self._identities.values() if i.xy is not None and i.last_s < now_s
-        ]
-        scores: dict[tuple[int, int], float] = {}
-        for n in tentative:
-            assert n.first_xy is not None
-            background = self.motion_evidence.background(n.first_xy)
-            for g in gone:
-                s = self._pair_log_odds(g, n, background)
-                if s is not None:
-                    scores[(n.gid, g.gid)] = s
-        self._open.update(n for n, _ in scores if n not in closing)
-        for link in assign_links(scores, cfg, frozenset(closing)):
+    def _link_reentries(self, now_s: float) -> None:
+        """Tentative identities that prove to be someone seen before take that person's id (`linking`)."""
+        links, still_open = self.linker.weigh(self._identities.values(), now_s)
+        self._open.update(still_open)
+        for link in links:
             ident = self._identities[link.tentative]
             keys = sorted(ident.tracks)
             for key in keys:
@@ -1029,41 +693,3 @@ class IdentityRegistry:
                     self._gone_unseen.add(ident.gid)
         for k in [k for k, t in self._tracks.items() if now_s - t.last_s > TRACK_FORGET_S]:
             self.forget_track(*k)
-
-
-def _looks_prior(s: Settings) -> tuple[float, float, float] | None:
-    """The starting calibration of the looks for the descriptor the settings make (camera-centred only: the
-    priors were measured on centred descriptors)."""
-    if s.reid_looks_prior_pairs <= 0 or not s.reid_camera_centring:
-        return None
-    return LOOKS_PRIORS.get("fused" if s.embedder == "auto" else s.embedder)
-
-
-def _occluded(observations: list[Observation]) -> set[TrackKey]:
-    """Tracks whose box shares more than `OCCLUSION_OVERLAP` of its area with another box of its camera."""
-    out: set[TrackKey] = set()
-    per_cam: dict[str, list[Observation]] = defaultdict(list)
-    for o in observations:
-        if o.bbox_xyxy is not None:
-            per_cam[o.camera_id].append(o)
-    for obs in per_cam.values():
-        for a, b in itertools.permutations(obs, 2):
-            ax1, ay1, ax2, ay2 = a.bbox_xyxy  # type: ignore[misc]
-            bx1, by1, bx2, by2 = b.bbox_xyxy  # type: ignore[misc]
-            inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
-            area = max(1e-9, (ax2 - ax1) * (ay2 - ay1))
-            if inter / area > OCCLUSION_OVERLAP:
-                out.add((a.camera_id, a.track_id))
-    return out
-
-
-def _looks_of(g: _Group) -> np.ndarray | None:
-    """Mean of the unit descriptors of a group's sightings this frame (its dot with a unit vector is their mean
-    cosine); None when none was described."""
-    vecs = [u for o in g.members if o.embedding is not None and (u := _unit_of(o.embedding)) is not None]
-    return np.mean(vecs, axis=0) if vecs else None
-
-
-def _unit_of(v: np.ndarray) -> np.ndarray | None:
-    n = float(np.linalg.norm(v))
-    return v / n if n > 1e-9 else None
