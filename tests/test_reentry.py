@@ -9,6 +9,7 @@ from app.core.config import Settings
 from app.evaluation.mot_metrics import Sequence, reentry_stats
 from app.models.part_colour import PartColourEmbedder
 from app.services.identity import IdentityEventKind, IdentityRegistry, Observation, ReIdConfig
+from app.services.identity.linking import ReentryLinker
 from app.services.identity.reentry import (
     LOOKS_PRIORS,
     AppearanceEvidence,
@@ -18,6 +19,7 @@ from app.services.identity.reentry import (
     assign_links,
 )
 from app.services.identity.scene_adaptation import CameraCentring
+from app.services.identity.state import IdentityState
 from tests.conftest import shared
 
 DT = 1 / 7
@@ -320,6 +322,39 @@ def test_a_newcomer_s_last_chance_needs_a_large_lead() -> None:
     assert assign_links({(10, 1): 1.2, (11, 1): -1.0}, cfg, frozenset({10})) == []  # another newcomer near it
     assert assign_links({(10, 1): 0.8}, cfg, frozenset({10})) == []  # too little evidence even then
     assert assign_links(alone, ReentryConfig(closing_log_odds=99.0), frozenset({10})) == []  # off
+
+
+def _leaver(gid: int, t_left: float, xy: tuple[float, float], velocity: tuple[float, float]) -> IdentityState:
+    """Someone last seen at ``xy`` at ``t_left``, walking at ``velocity`` over the 1.5 s before."""
+    ident = IdentityState(gid, 0.0, t_left, xy=xy, xy_s=t_left)
+    for i in range(11, -1, -1):
+        t = t_left - i * 0.125
+        ident.trail.append((t, xy[0] - velocity[0] * (t_left - t), xy[1] - velocity[1] * (t_left - t)))
+    return ident
+
+
+def _newcomer(gid: int, t: float, xy: tuple[float, float], window_s: float = 6.0) -> IdentityState:
+    return IdentityState(gid, t, t, xy=xy, xy_s=t, tentative_until=t + window_s, first_xy=xy, first_xy_s=t)
+
+
+def test_the_linker_weighs_each_newcomer_against_those_who_left_and_closes_its_window_once() -> None:
+    cfg = ReentryConfig(window_s=6.0, closing_log_odds=1.0, closing_margin=3.0)
+    linker = ReentryLinker(cfg, max_speed_mps=3.0, max_map_distance_m=1.0)
+    gone = _leaver(1, 5.0, (0.0, 0.0), (1.0, 0.0))
+    back = _newcomer(2, 7.0, (2.0, 0.0))  # where walking on for 2 s leads
+    links, still_open = linker.weigh([gone, back], 7.0)
+    assert [(k.tentative, k.candidate) for k in links] == [(2, 1)] and links[0].score >= cfg.link_log_odds
+    assert still_open == {2}
+    far = _newcomer(3, 7.0, (30.0, 0.0))  # 30 m in 2 s: nobody walks that fast
+    assert linker.weigh([gone, far], 7.0) == ([], set())
+    assert linker.log_odds(gone, far) is None
+    # a newcomer whose window passes is weighed once more (the last chance), then is a new person for good
+    late = _newcomer(4, 7.0, (-3.0, 4.0))  # nowhere near where the walk led: no link
+    assert linker.weigh([gone, late], 13.5) == ([], set())
+    assert late.tentative_until is None
+    assert linker.weigh([gone, late], 13.6) == ([], set())
+    seen_then = _newcomer(5, 4.0, (2.0, 0.0))  # appeared while person 1 was still seen: someone else
+    assert linker.log_odds(gone, seen_then) is None
 
 
 def _turned_back(closing: float, look: np.ndarray) -> tuple[int, set[int | None], IdentityRegistry]:
