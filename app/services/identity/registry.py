@@ -50,8 +50,6 @@ if TYPE_CHECKING:
     from app.core.config import Settings
     from app.services.environments import EnvironmentSpec
 
-__all__ = ["IdentityRegistry", "Observation", "ReIdConfig"]
-
 TRACK_FORGET_S = 10.0
 """A track unseen this long is gone (trackers drop lost tracks after about a second)."""
 NEW = -1
@@ -90,9 +88,8 @@ class IdentityRegistry:
         self._left_for: dict[int, int] = {}
         self.total_identities = 0
         self.centring = CameraCentring() if self.config.camera_centring else None
-        self._reentry = reentry = self.config.reentry or ReentryConfig()
-        """Re-entry's evidence settings (its defaults when linking is off: looks are still learnt and weighed)."""
-        self.linker = ReentryLinker(reentry, self.config.max_speed_mps, self.config.max_map_distance_m)
+        evidence = self.config.reentry or ReentryConfig()  # its defaults when linking is off: looks still count
+        self.linker = ReentryLinker(evidence, self.config.max_speed_mps, self.config.max_map_distance_m)
         self.appearance_evidence = self.linker.appearance
         self.motion_evidence = self.linker.motion
         self.reentries = 0
@@ -131,7 +128,7 @@ class IdentityRegistry:
         ident = None if t is None else self._identities.get(t.gid)
         if ident is None:
             return True
-        return ident.tentative_until is not None or ident.appearance.count < self._reentry.min_samples
+        return ident.tentative_until is not None or ident.appearance.count < self.linker.cfg.min_samples
 
     def drain_events(self) -> list[IdentityEvent]:
         """Identity events since the last call (for publishing)."""
