@@ -41,7 +41,7 @@ from app.services.identity.events import IdentityEvent, IdentityEventKind, Ident
 from app.services.identity.gallery import AppearanceGallery, FaissGallery
 from app.services.identity.geometry import XY, GeometryGate
 from app.services.identity.linking import ReentryLinker
-from app.services.identity.reentry import AppearanceMean, ReentryConfig
+from app.services.identity.reentry import AppearanceEvidence, AppearanceMean, ReentryConfig
 from app.services.identity.scene_adaptation import CameraCentring
 from app.services.identity.sightings import Group, Observation, TrackKey, group_by_place, looks_of, occluded, unit_of
 from app.services.identity.state import EARLY_SAMPLES, TRAIL_S, IdentityState, TrackState
@@ -90,8 +90,6 @@ class IdentityRegistry:
         self.centring = CameraCentring() if self.config.camera_centring else None
         evidence = self.config.reentry or ReentryConfig()  # its defaults when linking is off: looks still count
         self.linker = ReentryLinker(evidence, self.config.max_speed_mps, self.config.max_map_distance_m)
-        self.appearance_evidence = self.linker.appearance
-        self.motion_evidence = self.linker.motion
         self.reentries = 0
         """Identities linked to an earlier one (a person who came back)."""
         self.swaps_undone = 0
@@ -115,6 +113,11 @@ class IdentityRegistry:
     @property
     def active_identities(self) -> int:
         return len(self._identities)
+
+    @property
+    def appearance_evidence(self) -> AppearanceEvidence:
+        """What the scene's people look like, learnt as the task runs (`ReentryLinker.calibrate`)."""
+        return self.linker.appearance
 
     def position(self, global_id: int) -> tuple[XY, float] | None:
         """Where an identity was last seen on the map, fused over the cameras that saw it, and when."""
@@ -303,7 +306,7 @@ class IdentityRegistry:
         mean = ident.appearance.unit()
         if looks is None or mean is None:
             return 0.0
-        return self.appearance_evidence.log_odds(float(looks @ mean))
+        return self.linker.appearance.log_odds(float(looks @ mean))
 
     # -- which identity each group is -----------------------------------------------------------
     def _associate(self, groups: list[Group], now_s: float) -> None:
@@ -579,7 +582,7 @@ class IdentityRegistry:
                     ident.trail.popleft()
                 if ident.first_xy is None:
                     ident.first_xy, ident.first_xy_s = xy, now_s
-                    self.motion_evidence.born(xy)
+                    self.linker.motion.born(xy)
             for o, k in zip(g.members, g.keys, strict=True):
                 t = self._tracks[k]
                 t.last_s = now_s
@@ -617,7 +620,7 @@ class IdentityRegistry:
                 if r is not None and settled is not None:
                     looks[gid] = Looks(r, settled)
         gains = {
-            (a, b): swap_gain(looks[a], looks[b], self.appearance_evidence.log_odds)
+            (a, b): swap_gain(looks[a], looks[b], self.linker.appearance.log_odds)
             for a in looks
             for b in self._identities[a].near
             if a < b and b in looks
