@@ -9,6 +9,7 @@ from app.core.config import Settings
 from app.evaluation.mot_metrics import Sequence, reentry_stats
 from app.models.part_colour import PartColourEmbedder
 from app.services.identity import IdentityEventKind, IdentityRegistry, Observation, ReIdConfig
+from app.services.identity.geometry import GeometryConfig, GeometryGate
 from app.services.identity.linking import ReentryLinker
 from app.services.identity.reentry import (
     LOOKS_PRIORS,
@@ -255,8 +256,8 @@ def test_appearance_evidence_is_learnt_from_the_scene_and_bounded() -> None:
 
 
 def test_motion_evidence_follows_the_walk_and_fades_with_the_gap() -> None:
-    ev = MotionEvidence(ReentryConfig(scene_area_m2=300.0, birth_radius_m=0.0), max_speed_mps=3.0,
-                        max_map_distance_m=1.0)
+    walk = GeometryGate(GeometryConfig(max_map_distance_m=1.0, max_speed_mps=3.0))
+    ev = MotionEvidence(ReentryConfig(scene_area_m2=300.0, birth_radius_m=0.0), walk)
     leaving = Exit((0.0, 0.0), 10.0, (1.0, 0.0))
     on_path = ev.log_odds(leaving, (3.0, 0.0), 13.0)
     off_path = ev.log_odds(leaving, (-3.0, 0.0), 13.0)
@@ -266,7 +267,7 @@ def test_motion_evidence_follows_the_walk_and_fades_with_the_gap() -> None:
     assert late < on_path  # 30 s out of sight: where they turn up says less
     assert ev.log_odds(leaving, (50.0, 0.0), 13.0) is None  # 50 m in 3 s
     assert ev.log_odds(leaving, (3.0, 0.0), 9.0) is None  # before they left
-    busy = MotionEvidence(ReentryConfig(scene_area_m2=300.0, birth_radius_m=2.0), 3.0, 1.0)
+    busy = MotionEvidence(ReentryConfig(scene_area_m2=300.0, birth_radius_m=2.0), walk)
     for _ in range(30):
         busy.born((3.0, 0.5))  # a doorway: people keep appearing here
     crowded = busy.log_odds(leaving, (3.0, 0.0), 13.0)
@@ -339,7 +340,7 @@ def _newcomer(gid: int, t: float, xy: tuple[float, float], window_s: float = 6.0
 
 def test_the_linker_weighs_each_newcomer_against_those_who_left_and_closes_its_window_once() -> None:
     cfg = ReentryConfig(window_s=6.0, closing_log_odds=1.0, closing_margin=3.0)
-    linker = ReentryLinker(cfg, max_speed_mps=3.0, max_map_distance_m=1.0)
+    linker = ReentryLinker(cfg, GeometryGate(GeometryConfig(max_map_distance_m=1.0, max_speed_mps=3.0)))
     gone = _leaver(1, 5.0, (0.0, 0.0), (1.0, 0.0))
     back = _newcomer(2, 7.0, (2.0, 0.0))  # where walking on for 2 s leads
     links, still_open = linker.weigh([gone, back], 7.0)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from app.services.identity.geometry import GeometryGate
 from app.services.identity.reentry import (
     AppearanceEvidence,
     LinkDecision,
@@ -27,10 +28,10 @@ from app.services.identity.state import IdentityState, Leaver, TrackState, later
 class ReentryLinker:
     """Looks and motion evidence of one task, and the links they support (``cfg``: `ReentryConfig`)."""
 
-    def __init__(self, cfg: ReentryConfig, max_speed_mps: float, max_map_distance_m: float) -> None:
+    def __init__(self, cfg: ReentryConfig, gate: GeometryGate) -> None:
         self.cfg = cfg
         self.appearance = AppearanceEvidence(cfg)
-        self.motion = MotionEvidence(cfg, max_speed_mps, max_map_distance_m)
+        self.motion = MotionEvidence(cfg, gate)
 
     def calibrate(
         self, groups: list[Group], tracks: Mapping[TrackKey, TrackState], identities: Mapping[int, IdentityState]

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.models.base import FloatArray
+from app.services.identity.geometry import XY, GeometryGate
 
-XY = tuple[float, float]
 BIRTH_PRIOR = 5.0
 
 LOOKS_PRIORS: dict[str, tuple[float, float, float]] = {"fused": (0.557, -0.097, 0.294)}
@@ -247,12 +247,11 @@ class MotionEvidence:
     their exit velocity, 2-D normal spread ``√(sigma² + walk_noise × gap³)``) vs "anyone else": the density of where new
     identities have appeared in this task so far (`births`: people enter where paths cross the edges of the views,
     so a spot where many appear is weak evidence), never below uniform over the seen ground. None when even the
-    fastest walk (``max_speed_mps``) could not have got there."""
+    fastest walk could not have got there (the registry's `GeometryGate.reach_m`)."""
 
-    def __init__(self, cfg: ReentryConfig, max_speed_mps: float, max_map_distance_m: float) -> None:
+    def __init__(self, cfg: ReentryConfig, gate: GeometryGate) -> None:
         self.cfg = cfg
-        self.max_speed_mps = max_speed_mps
-        self.max_map_distance_m = max_map_distance_m
+        self.gate = gate
         self.births: deque[XY] = deque(maxlen=cfg.max_pairs)
 
     def born(self, xy: XY) -> None:
@@ -277,7 +276,7 @@ class MotionEvidence:
         gap = t - exit_.t
         if gap < 0 or gap > cfg.max_gap_s:
             return None
-        if math.dist(exit_.xy, xy) > self.max_map_distance_m + self.max_speed_mps * gap:
+        if math.dist(exit_.xy, xy) > self.gate.reach_m(gap):
             return None
         miss = math.dist(_walk(exit_.xy, exit_.velocity, gap, cfg.max_walk_mps), xy)
         unknown = 0.0 if exit_.velocity is not None else cfg.max_walk_mps * 0.5 * gap  # no direction: a wider disc

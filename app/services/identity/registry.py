@@ -89,7 +89,7 @@ class IdentityRegistry:
         self.total_identities = 0
         self.centring = CameraCentring() if self.config.camera_centring else None
         evidence = self.config.reentry or ReentryConfig()  # its defaults when linking is off: looks still count
-        self.linker = ReentryLinker(evidence, self.config.max_speed_mps, self.config.max_map_distance_m)
+        self.linker = ReentryLinker(evidence, self.geometry)
         self.reentries = 0
         """Identities linked to an earlier one (a person who came back)."""
         self.swaps_undone = 0
